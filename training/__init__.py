@@ -1,0 +1,1 @@
+"""Offline training: fit, calibrate, evaluate, export to ONNX, sign and publish bundles."""
