@@ -12,7 +12,7 @@ class Quality(enum.IntFlag):
     """Flags on a block; ``GOOD`` (0) means nothing to report.
 
     >>> Quality.GAP | Quality.CRC
-    <Quality.CRC|GAP: 6>
+    <Quality.GAP|CRC: 6>
     >>> bool(Quality.GOOD)
     False
     """
