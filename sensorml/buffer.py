@@ -1,0 +1,482 @@
+"""The gateway's local buffer: one SQLite file in WAL mode, bounded in size.
+
+One writer (the recorder's thread) and any number of readers in other processes
+(`sensorml status`, the sync job) share the file; WAL lets them read while it writes.
+The schema comes from named migrations recorded in a ``migrations`` table; a file
+written by a newer sensorml is refused rather than guessed at.
+
+Tables and their priority (retention and sync; 0 is kept longest):
+
+=============  ========  ==========================================================
+table          priority  rows
+=============  ========  ==========================================================
+events         0         trips, alarms, warnings, resets, model/source changes...
+labels         0         operators' verdicts on events (true_fault | false_alarm)
+scores         1         one per window: score, verdict, model version, features
+raw_windows    2 / 3     raw samples around alarms (2) and sampled normal ones (3)
+=============  ========  ==========================================================
+
+Every data table has ``synced_at`` (NULL until the cloud store confirmed the row) and
+AUTOINCREMENT ids, so ids are never reused after eviction and a sync cursor stays valid.
+Blobs: ``scores.features`` is little-endian float32 (NULL when not kept);
+``raw_windows.data`` is C-ordered samples of ``dtype`` with ``shape`` (JSON list).
+
+When the live pages pass ``max_bytes``, rows are evicted lowest priority first, synced
+before unsynced, oldest first; alarm and trip events go last. The file shrinks through
+``auto_vacuum=INCREMENTAL`` (set when the file is created). The WAL beside it is kept
+small by checkpoints on the writer thread and ``journal_size_limit``.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> with Buffer(d / "b.db") as b:
+...     eid = b.add_event("alarm", {"score": 3.5})
+...     _ = b.add_label(eid, "true_fault", "bearing noise", "ana")
+...     b.counts()["events"], b.counts()["labels"]["unsynced"]
+({'rows': 1, 'unsynced': 1}, 1)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sensorml.errors import StoreError
+
+__all__ = ["Buffer", "MIGRATIONS", "SEVERITY", "SYNC_ORDER", "TABLES", "event_severity", "to_json"]
+
+TABLES = ("events", "labels", "scores", "raw_windows")
+SYNC_ORDER = TABLES  # highest priority first
+SEVERITY = {"trip": 3, "alarm": 2, "limit": 2, "watchdog": 2, "warn": 1}
+RAW_PRIORITY = {"around_alarm": 2, "sample": 3}
+LABEL_VERDICTS = ("true_fault", "false_alarm")
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("0001_initial", """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL, kind TEXT NOT NULL,
+    severity INTEGER NOT NULL DEFAULT 0, priority INTEGER NOT NULL DEFAULT 0,
+    device TEXT NOT NULL DEFAULT '', model_version TEXT, synced_at REAL,
+    detail TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX events_sync ON events((synced_at IS NULL), id);
+CREATE INDEX events_evict ON events(severity, (synced_at IS NULL), id);
+CREATE TABLE labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id INTEGER NOT NULL, t REAL NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('true_fault', 'false_alarm')),
+    note TEXT NOT NULL DEFAULT '', author TEXT NOT NULL DEFAULT '', synced_at REAL);
+CREATE INDEX labels_sync ON labels((synced_at IS NULL), id);
+CREATE INDEX labels_event ON labels(event_id);
+CREATE TABLE scores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL, window_seq INTEGER NOT NULL,
+    score REAL NOT NULL, verdict INTEGER NOT NULL, model_version TEXT, synced_at REAL,
+    features BLOB);
+CREATE INDEX scores_sync ON scores((synced_at IS NULL), id);
+CREATE TABLE raw_windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ('around_alarm', 'sample')),
+    priority INTEGER NOT NULL, channels TEXT NOT NULL, rate REAL NOT NULL,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, synced_at REAL, data BLOB NOT NULL);
+CREATE INDEX raw_sync ON raw_windows(priority, (synced_at IS NULL), id);
+"""),
+)
+
+# Eviction classes, first evicted first; within a class oldest (lowest id) first.
+_SYNCED, _ANY = "(synced_at IS NULL) = 0", "1"
+EVICTION_ORDER: tuple[tuple[str, str], ...] = (
+    ("raw_windows", f"priority = 3 AND {_SYNCED}"), ("raw_windows", "priority = 3"),
+    ("raw_windows", f"priority = 2 AND {_SYNCED}"), ("raw_windows", "priority = 2"),
+    ("scores", _SYNCED), ("scores", _ANY),
+    ("events", f"severity < 2 AND {_SYNCED}"), ("labels", _SYNCED),
+    ("events", "severity < 2"), ("events", f"severity >= 2 AND {_SYNCED}"),
+    ("labels", _ANY), ("events", _ANY),
+)
+
+_INSERT = {
+    "events": "INSERT INTO events (t, kind, severity, priority, device, model_version, detail)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "scores": "INSERT INTO scores (t, window_seq, score, verdict, model_version, features)"
+              " VALUES (?, ?, ?, ?, ?, ?)",
+    "raw_windows": "INSERT INTO raw_windows (t, reason, priority, channels, rate, dtype, shape,"
+                   " data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+}
+_ORDER = {"events": "priority, id", "labels": "id", "scores": "id",
+          "raw_windows": "priority, id"}
+
+
+def event_severity(kind: str) -> int:
+    """0 info, 1 warn, 2 alarm (alarm, limit, watchdog), 3 trip.
+
+    >>> event_severity("trip"), event_severity("limit"), event_severity("reload")
+    (3, 2, 0)
+    """
+    return SEVERITY.get(kind, 0)
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # numpy scalars and arrays
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def to_json(detail: Any) -> str:
+    """JSON text of an event's detail; numpy values become numbers, others ``str``.
+
+    >>> to_json({"b": 1, "a": float("nan")})
+    '{"b": 1, "a": NaN}'
+    """
+    return json.dumps(detail, default=_jsonable, separators=(", ", ": "))
+
+
+class Buffer:
+    """The SQLite store. Not thread-safe: use it from the thread that opened it.
+
+    ``max_bytes`` caps the live pages of the main file (checked every ``check_every``
+    commits or after ~1/32 of the cap was written); ``max_pages`` is a hard SQLite
+    ``max_page_count`` (a quota; writes past it fail with 'database or disk is full').
+    ``readonly=True`` opens without migrating or writing, for other processes.
+    """
+
+    def __init__(self, path: str | Path, *, max_bytes: int = 256 << 20,
+                 clock: Callable[[], float] = time.time, readonly: bool = False,
+                 device: str | None = None, max_pages: int | None = None,
+                 check_every: int = 32, note_every_s: float = 60.0,
+                 wal_autocheckpoint: int = 4000, busy_timeout_s: float = 5.0) -> None:
+        if max_bytes < 64 << 10:
+            raise StoreError(f"buffer.max_bytes: {max_bytes} is below the minimum 65536 bytes")
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.clock = clock
+        self.readonly = readonly
+        self.check_every = check_every
+        self.note_every_s = note_every_s
+        self.evicted = dict.fromkeys(TABLES, 0)
+        self.evict_rounds = 0
+        self.cap_errors = 0
+        self.last_cap_error: str | None = None
+        self.checkpoints = 0
+        self._pending_note = dict.fromkeys(TABLES, 0)
+        self._last_note = float("-inf")
+        self._commits = 0
+        self._written = 0
+        try:
+            self.conn = self._connect(busy_timeout_s)
+            if not readonly:
+                self._configure(wal_autocheckpoint, max_pages)
+            self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+            self._migrate()
+            if not readonly:
+                if device is not None:
+                    self.set_meta("device_id", device)
+                for t in TABLES:
+                    self.evicted[t] = int(self.get_meta(f"evicted.{t}") or 0)
+            self.device = device or self.get_meta("device_id") or ""
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: cannot open buffer ({e}); move the file away "
+                             "or set buffer.path to another file") from None
+
+    # ------------------------------------------------------------- opening
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        if self.readonly:
+            if not self.path.exists():
+                raise StoreError(f"{self.path}: no buffer here (has the gateway run?)")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout_s)
+        else:
+            if not self.path.parent.is_dir():
+                raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        return conn
+
+    def _configure(self, wal_autocheckpoint: int, max_pages: int | None) -> None:
+        c = self.conn
+        # Only takes effect before the first table is created, i.e. on a new file.
+        c.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r}); "
+                             "is it on a network filesystem?")
+        c.execute("PRAGMA synchronous = NORMAL")
+        # Bound the WAL to about a quarter of the cap (the recorder also checkpoints when idle).
+        pages = max(100, min(int(wal_autocheckpoint), self.max_bytes // 4 // 4096))
+        c.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+        c.execute(f"PRAGMA journal_size_limit = {min(self.max_bytes // 4, 64 << 20)}")
+        if max_pages:
+            c.execute(f"PRAGMA max_page_count = {int(max_pages)}")
+
+    def _applied(self) -> dict[str, float]:
+        c = self.conn
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'migrations'").fetchone():
+            return {}
+        return dict(c.execute("SELECT name, applied_at FROM migrations"))
+
+    def _migrate(self) -> None:
+        known = [name for name, _ in MIGRATIONS]
+        applied = self._applied()
+        unknown = sorted(set(applied) - set(known))
+        if unknown:
+            raise StoreError(
+                f"{self.path}: written by a newer sensorml (unknown migrations: "
+                f"{', '.join(unknown)}); upgrade sensorml or set buffer.path to another file")
+        if len(applied) == len(known):
+            return
+        if self.readonly:
+            raise StoreError(f"{self.path}: buffer schema is older than this sensorml "
+                             f"(missing {', '.join(n for n in known if n not in applied)}); "
+                             "start the gateway once to migrate it")
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")  # serialises concurrent openers
+        try:
+            c.execute("CREATE TABLE IF NOT EXISTS migrations "
+                      "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+            applied = self._applied()
+            for name, sql in MIGRATIONS:
+                if name in applied:
+                    continue
+                for stmt in filter(str.strip, sql.split(";")):
+                    c.execute(stmt)
+                c.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                          (name, self.clock()))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def migrations(self) -> list[tuple[str, float]]:
+        """Applied migrations ``(name, applied_at)`` in order."""
+        return list(self.conn.execute("SELECT name, applied_at FROM migrations ORDER BY rowid"))
+
+    def close(self) -> None:
+        """Note pending evictions, checkpoint and close (idempotent)."""
+        if getattr(self, "conn", None) is None:
+            return
+        try:
+            if not self.readonly:
+                if any(self._pending_note.values()):
+                    self._note_evictions(force=True)
+                self.checkpoint("PASSIVE")
+        except sqlite3.Error:
+            pass
+        self.conn.close()
+        self.conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                          "DO UPDATE SET value = excluded.value", (key, str(value)))
+
+    # -------------------------------------------------------------- writes
+    def event_row(self, kind: str, detail: dict | None, t: float | None = None,
+                  priority: int = 0) -> tuple:
+        """The ``events`` row tuple for :meth:`write` (detail encoded as JSON)."""
+        detail = detail or {}
+        mv = detail.get("model_version")
+        return (self.clock() if t is None else float(t), str(kind), event_severity(kind),
+                int(priority), str(detail.get("device") or self.device),
+                None if mv is None else str(mv), to_json(detail))
+
+    def write(self, events: Sequence[tuple] = (), scores: Sequence[tuple] = (),
+              raws: Sequence[tuple] = (), *, enforce: bool = True) -> None:
+        """Insert rows in one transaction (row tuples in ``_INSERT`` column order).
+
+        Raises ``sqlite3.OperationalError`` as is (the recorder handles 'disk is full').
+        """
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            if events:
+                c.executemany(_INSERT["events"], events)
+            if scores:
+                c.executemany(_INSERT["scores"], scores)
+            if raws:
+                c.executemany(_INSERT["raw_windows"], raws)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self._commits += 1
+        self._written += len(events) * 200 + len(scores) * 220 + sum(len(r[-1]) + 200 for r in raws)
+        if enforce and (self._commits >= self.check_every or self._written > self.max_bytes >> 5):
+            try:  # the rows are committed: a failed eviction must not look like a failed write
+                self.enforce_cap()
+            except sqlite3.Error as e:
+                self.cap_errors += 1
+                self.last_cap_error = f"{type(e).__name__}: {e}"
+
+    def add_event(self, kind: str, detail: dict | None = None, t: float | None = None,
+                  priority: int = 0) -> int:
+        """Insert one event now; returns its id."""
+        self.write(events=[self.event_row(kind, detail, t, priority)])
+        return self.conn.execute("SELECT max(id) FROM events").fetchone()[0]
+
+    def add_label(self, event_id: int, verdict: str, note: str = "", author: str = "",
+                  t: float | None = None) -> int:
+        """Record an operator's verdict on an event; returns the label id."""
+        if verdict not in LABEL_VERDICTS:
+            raise StoreError(f"label verdict {verdict!r} is not one of {', '.join(LABEL_VERDICTS)}")
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if not c.execute("SELECT 1 FROM events WHERE id = ?", (int(event_id),)).fetchone():
+                raise StoreError(f"label: event {event_id} does not exist in {self.path} "
+                                 "(see `sensorml status` for recent event ids)")
+            cur = c.execute("INSERT INTO labels (event_id, t, verdict, note, author) "
+                            "VALUES (?, ?, ?, ?, ?)", (int(event_id), self.clock() if t is None
+                                                       else float(t), verdict, note, author))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid)
+
+    def mark_synced(self, table: str, ids: Iterable[int], t: float | None = None) -> int:
+        """Set ``synced_at`` on rows the store confirmed; returns how many were updated."""
+        _check_table(table)
+        ids = [(int(i),) for i in ids]
+        ts = self.clock() if t is None else float(t)
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            before = c.total_changes
+            c.executemany(f"UPDATE {table} SET synced_at = {ts!r} WHERE id = ?", ids)
+            n = c.total_changes - before
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return n
+
+    # --------------------------------------------------------------- reads
+    def recent_events(self, limit: int = 20) -> list[dict]:
+        """The newest events first, detail decoded."""
+        cur = self.conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (int(limit),))
+        rows = _dicts(cur)
+        for r in rows:
+            r["detail"] = json.loads(r["detail"])
+        return rows
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{table: {"rows": n, "unsynced": m}}`` for every data table."""
+        out = {}
+        for t in TABLES:
+            n, u = self.conn.execute(
+                f"SELECT count(*), coalesce(sum(synced_at IS NULL), 0) FROM {t}").fetchone()
+            out[t] = {"rows": n, "unsynced": u}
+        return out
+
+    def unsynced(self, table: str, limit: int = 500) -> list[dict]:
+        """Rows not yet confirmed by the store, highest priority first then oldest first
+        (raw windows around alarms before sampled ones). Blobs come back as ``bytes``."""
+        _check_table(table)
+        cur = self.conn.execute(
+            f"SELECT * FROM {table} WHERE (synced_at IS NULL) = 1 ORDER BY {_ORDER[table]} "
+            "LIMIT ?", (int(limit),))
+        return _dicts(cur)
+
+    # --------------------------------------------------------------- space
+    def used_bytes(self) -> int:
+        """Bytes in live pages of the main file (excludes the freelist and the WAL)."""
+        c = self.conn
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+        free = c.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self.page_size
+
+    def file_bytes(self) -> int:
+        """Size of the main file plus its WAL on disk."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    def enforce_cap(self, *, force: bool = False) -> dict[str, int]:
+        """Evict by priority until live pages are under 90 % of ``max_bytes``.
+
+        ``force`` (after 'database or disk is full') frees at least ~10 % of the live
+        pages even when under the cap. Returns rows evicted per table this round.
+        """
+        self._commits = self._written = 0
+        used = self.used_bytes()
+        target = int(self.max_bytes * 0.9)
+        if force:
+            target = min(target, int(used * 0.9))
+        if used <= self.max_bytes and not force:
+            return {}
+        c, round_ = self.conn, dict.fromkeys(TABLES, 0)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for table, where in EVICTION_ORDER:
+                chunk = 32
+                while used > target:
+                    n = c.execute(
+                        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where}"
+                        " ORDER BY id LIMIT ?)", (chunk,)).rowcount
+                    if n <= 0:
+                        break
+                    round_[table] += n
+                    used = self.used_bytes()
+                    chunk = min(chunk * 2, 4096)
+                if used <= target:
+                    break
+            for t, n in round_.items():
+                if n:
+                    self.evicted[t] += n
+                    self._pending_note[t] += n
+                    self.set_meta(f"evicted.{t}", str(self.evicted[t]))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self.evict_rounds += 1
+        c.execute("PRAGMA incremental_vacuum").fetchall()
+        self._note_evictions()
+        return {t: n for t, n in round_.items() if n}
+
+    def _note_evictions(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._last_note < self.note_every_s:
+            return
+        detail = {"evicted": {t: n for t, n in self._pending_note.items() if n},
+                  "used_bytes": self.used_bytes(), "max_bytes": self.max_bytes}
+        self._last_note = now
+        self._pending_note = dict.fromkeys(TABLES, 0)
+        self.write(events=[self.event_row("buffer", detail, now)], enforce=False)
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run a WAL checkpoint: ``(busy, wal_frames, checkpointed_frames)``."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"checkpoint mode {mode!r}")
+        self.checkpoints += 1
+        return tuple(self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
+
+    def stats(self) -> dict[str, Any]:
+        """Size, cap and eviction counters (evictions are cumulative across restarts)."""
+        return {"path": str(self.path), "used_bytes": self.used_bytes(),
+                "file_bytes": self.file_bytes(), "max_bytes": self.max_bytes,
+                "evicted": dict(self.evicted), "evict_rounds": self.evict_rounds,
+                "checkpoints": self.checkpoints, "cap_errors": self.cap_errors,
+                "last_cap_error": self.last_cap_error,
+                "auto_vacuum": self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]}
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise StoreError(f"buffer table {table!r} is not one of {', '.join(TABLES)}")
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur]
