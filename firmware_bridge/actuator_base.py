@@ -128,8 +128,7 @@ class Actuator:
                 self.last_result = result
                 if action == "trip":
                     self.trips += 1
-                log.log(logging.WARNING if action == "trip" else logging.INFO,
-                        "%s %s ok in %.3f ms (%d attempt%s): %s%s",
+                log.info("%s %s ok in %.3f ms (%d attempt%s): %s%s",
                         action, self.name, result.latency_s * 1e3, attempt,
                         "" if attempt == 1 else "s", detail,
                         f" reason={reason}" if reason else "")
