@@ -13,7 +13,8 @@ NaN in a limited channel is a sensor fault. With ``nan="trip"`` (the default) it
 reported as a breach of kind ``"nan"`` (``value`` is NaN, ``limit`` the limit it made
 impossible to check); with ``nan="ignore"`` NaN samples are skipped and the remaining
 samples of the column are checked (an all-NaN column then breaches nothing). For ``k > 1``
-limits with ``nan="trip"`` a NaN sample counts as a sample beyond the limit.
+limits with ``nan="trip"`` a NaN sample counts as a sample beyond the limit; with
+``nan="ignore"`` it ends a run.
 
 >>> import numpy as np
 >>> lc = LimitChecker([HardLimit("temperature_c", above=90.0)], ("current_a", "temperature_c"))
@@ -103,25 +104,19 @@ class _Side(NamedTuple):
     channel: str
     key: int  # index into LimitChecker._runs (consecutive-run state of a k>1 side)
     k: int
+    above: bool
 
 
 class _Plan:
     """Column indices and limit values for one tuple of channel names."""
 
-    __slots__ = ("ncol", "a_idx", "a_val", "a_side", "b_idx", "b_val", "b_side", "slow")
+    __slots__ = ("ncol", "need_max", "need_min", "sides")
 
     def __init__(self, ncol: int, sides_a: list[_Side], sides_b: list[_Side]) -> None:
         self.ncol = ncol
-        fa = [s for s in sides_a if s.k == 1]
-        fb = [s for s in sides_b if s.k == 1]
-        self.a_idx = np.array([s.col for s in fa], dtype=np.intp)
-        self.a_val = np.array([s.limit for s in fa], dtype=np.float64)
-        self.a_side = fa
-        self.b_idx = np.array([s.col for s in fb], dtype=np.intp)
-        self.b_val = np.array([s.limit for s in fb], dtype=np.float64)
-        self.b_side = fb
-        self.slow = [(s, True) for s in sides_a if s.k > 1] + [
-            (s, False) for s in sides_b if s.k > 1]
+        self.need_max = bool(sides_a)
+        self.need_min = bool(sides_b)
+        self.sides = sides_a + sides_b
 
 
 class LimitChecker:
@@ -174,7 +169,8 @@ class LimitChecker:
                 if key is None and lim.k > 1:
                     key = self._keys[(i, is_above)] = len(self._runs)
                     self._runs.append(0)
-                sides.append(_Side(j, val, lim.channel, -1 if key is None else key, lim.k))
+                sides.append(_Side(j, val, lim.channel, -1 if key is None else key, lim.k,
+                                   is_above))
         plan = self._plans[channels] = _Plan(len(channels), sides_a, sides_b)
         return plan
 
@@ -194,43 +190,44 @@ class LimitChecker:
         if samples.shape[0] == 0:
             return []
         out: list[LimitBreach] = []
-        if plan.a_side:
-            out += self._fast(samples.max(axis=0)[plan.a_idx], plan.a_val, plan.a_side,
-                              samples, True)
-        if plan.b_side:
-            out += self._fast(samples.min(axis=0)[plan.b_idx], plan.b_val, plan.b_side,
-                              samples, False)
-        for side, is_above in plan.slow:
-            b = self._run_check(samples[:, side.col], side, is_above)
+        # numpy reduces (n, few) along axis 0 slowly (~24 µs for 1024x3); a transposed
+        # copy reduced along its rows is ~10x faster for long blocks.
+        if samples.shape[0] >= 32:
+            cols, axis = np.ascontiguousarray(samples.T), 1
+        else:
+            cols, axis = samples, 0
+        # a handful of limits: comparing Python floats beats numpy's per-call overhead
+        mx = cols.max(axis=axis).tolist() if plan.need_max else ()
+        mn = cols.min(axis=axis).tolist() if plan.need_min else ()
+        for side in plan.sides:
+            above = side.above
+            v = mx[side.col] if above else mn[side.col]
+            if (v <= side.limit) if above else (v >= side.limit):
+                if side.k > 1:
+                    self._runs[side.key] = 0  # nothing beyond (and no NaN) in this block
+                continue
+            col = cols[side.col] if axis else samples[:, side.col]
+            if side.k > 1:
+                b = self._run_check(col, side, above)
+            elif v != v:  # NaN somewhere in the column
+                b = self._nan_breach(col, side, above)
+            else:
+                b = LimitBreach(side.channel, v, side.limit, "above" if above else "below")
             if b is not None:
                 out.append(b)
         if out:
             self.breaches += len(out)
         return out
 
-    def _fast(self, ext: np.ndarray, lim: np.ndarray, sides: list[_Side], samples: np.ndarray,
-              above: bool) -> list[LimitBreach]:
-        hit = ext > lim if above else ext < lim
-        out: list[LimitBreach] = []
-        kind = "above" if above else "below"
-        if hit.any():
-            for i in np.flatnonzero(hit):
-                s = sides[i]
-                out.append(LimitBreach(s.channel, float(ext[i]), s.limit, kind))
-        nans = np.isnan(ext)
-        if nans.any():
-            for i in np.flatnonzero(nans):
-                s = sides[i]
-                if self.nan == "trip":
-                    out.append(LimitBreach(s.channel, math.nan, s.limit, "nan"))
-                    continue
-                col = samples[:, s.col]
-                good = col[~np.isnan(col)]
-                if good.size:
-                    v = float(good.max() if above else good.min())
-                    if (v > s.limit) if above else (v < s.limit):
-                        out.append(LimitBreach(s.channel, v, s.limit, kind))
-        return out
+    def _nan_breach(self, col: np.ndarray, side: _Side, above: bool) -> LimitBreach | None:
+        if self.nan == "trip":
+            return LimitBreach(side.channel, math.nan, side.limit, "nan")
+        good = col[~np.isnan(col)]
+        if good.size:
+            v = float(good.max() if above else good.min())
+            if (v > side.limit) if above else (v < side.limit):
+                return LimitBreach(side.channel, v, side.limit, "above" if above else "below")
+        return None
 
     def _run_check(self, col: np.ndarray, side: _Side, above: bool) -> LimitBreach | None:
         with np.errstate(invalid="ignore"):

@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensorml.decider import (
     HardLimit,
@@ -117,6 +119,50 @@ def test_blocks_with_other_channels_check_only_the_limits_they_carry() -> None:
     assert lc.check(block([[25.0, 1.0]]), ("current_a", "speed_rpm")) == [
         LimitBreach("current_a", 25.0, 20.0, "above")]
     assert check_limits([HardLimit("ax", below=-2.0)], block([[-3.0, 0, 0]]), CH)[0].kind == "below"
+
+
+def naive(limits, samples, nan_mode):
+    """Reference: per limit, per sample, in plain Python."""
+    out = []
+    for side in ("above", "below"):
+        for lim in limits:
+            limit = getattr(lim, side)
+            if limit is None:
+                continue
+            col = [float(v) for v in samples[:, CH.index(lim.channel)]]
+            if nan_mode == "trip" and any(math.isnan(v) for v in col):
+                out.append((lim.channel, "nan"))
+                continue
+            good = [v for v in col if not math.isnan(v)]
+            beyond = [v for v in good if (v > limit if side == "above" else v < limit)]
+            if beyond:
+                out.append((lim.channel, side, max(beyond) if side == "above" else min(beyond)))
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(rows=st.integers(0, 80), nan_mode=st.sampled_from(["trip", "ignore"]), data=st.data())
+def test_vectorised_check_matches_a_per_sample_reference(rows, nan_mode, data) -> None:
+    values = st.one_of(st.floats(-20, 120, width=32), st.just(math.nan))
+    samples = np.array(data.draw(st.lists(st.lists(values, min_size=3, max_size=3),
+                                          min_size=rows, max_size=rows)),
+                       dtype=np.float32).reshape(rows, 3)
+    limits = [HardLimit("temperature_c", above=90.0, below=10.0), HardLimit("ax", above=5.0)]
+    got = LimitChecker(limits, CH, nan=nan_mode).check(samples)
+    want = naive(limits, samples, nan_mode)
+    assert [(b.channel, "nan") if b.kind == "nan" else (b.channel, b.kind, b.value)
+            for b in got] == want
+
+
+def test_long_block_breach_is_found_wherever_it_is() -> None:
+    samples = np.zeros((1024, 3), np.float32)
+    lc = LimitChecker([HardLimit("pressure_bar", below=-1.0)], CH)
+    for row in (0, 511, 1023):
+        samples[:] = 0
+        samples[row, 2] = -1.5
+        assert lc.check(samples) == [LimitBreach("pressure_bar", -1.5, -1.0, "below")]
+    samples[700, 2] = np.nan
+    assert lc.check(samples)[0].kind == "nan"
 
 
 # --------------------------------------------------------------- watchdog
