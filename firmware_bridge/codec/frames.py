@@ -166,6 +166,10 @@ def encode_message(text: str) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
+class CrcMismatch(FrameError):
+    """The frame's CRC does not match its content (counted as ``crc_errors``)."""
+
+
 def decode_payload(payload: bytes) -> DecodedFrame | Message:
     """Check the CRC and header of a decoded payload and return its content.
 
@@ -212,10 +216,6 @@ def decode_frame(encoded: bytes) -> DecodedFrame | Message:
     return decode_payload(cobs.decode(encoded))
 
 
-class CrcMismatch(FrameError):
-    """The frame's CRC does not match its content (counted as ``crc_errors``)."""
-
-
 class FrameDecoder:
     """Incremental decoder of a byte stream of frames. Pure: no I/O, no clock.
 
@@ -227,15 +227,17 @@ class FrameDecoder:
     it touches. Empty pieces (runs of 0x00, used by senders as idle fill) are ignored.
     The result does not depend on how the stream is split across :meth:`feed` calls.
 
+    ``last_seq`` continues the sequence check of an earlier decoder (after a reopen).
+
     Sequence numbers: a jump forward of ``d`` (mod 2**32, ``d < 2**31``) counts one gap
     and ``d - 1`` missed frames; a jump backwards (or a repeat) is a device restart.
     """
 
-    def __init__(self, *, max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(self, *, max_payload: int = MAX_PAYLOAD, last_seq: int | None = None) -> None:
         self.max_encoded = max_payload + max_payload // 254 + 1
         self._buf = b""
         self._discarding = 0  # >0: bytes of an oversize piece being thrown away
-        self._last_seq: int | None = None
+        self._last_seq = last_seq
         self._rejected_since = 0
         self.frames = 0
         self.messages = 0
@@ -250,6 +252,11 @@ class FrameDecoder:
         self.bytes_skipped = 0
         #: the reason the last rejected piece was rejected (for logs)
         self.last_error = ""
+
+    @property
+    def last_seq(self) -> int | None:
+        """Sequence number of the last data frame (None before the first)."""
+        return self._last_seq
 
     def counters(self) -> dict[str, int]:
         """All counters as a dict."""
