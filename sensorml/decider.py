@@ -42,6 +42,7 @@ Hard limits, the watchdog and the trip latch live in :mod:`sensorml.limits` and
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -107,16 +108,18 @@ class Thresholds:
 
     def validate(self, key: str = "thresholds") -> None:
         """Raise ConfigError naming ``key.<field>`` if a value is not finite or out of order."""
-        prev: tuple[str, float] | None = None
+        prev: tuple[str, float, object] | None = None
         for name in ("warn", "alarm", "trip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ConfigError(f"{key}.{name}: {v!r} is not a number")
+            given = getattr(self, name)
+            if isinstance(given, bool) or not isinstance(given, numbers.Real):
+                raise ConfigError(f"{key}.{name}: {given!r} is not a number")
+            v = float(given)  # numpy scalars from training code become plain floats
             if not math.isfinite(v):
                 raise ConfigError(f"{key}.{name}: {v} is not a finite number")
+            object.__setattr__(self, name, v)
             if prev is not None and v < prev[1]:
-                raise ConfigError(f"{key}.{name}: {v} is below {key}.{prev[0]} ({prev[1]})")
-            prev = (name, v)
+                raise ConfigError(f"{key}.{name}: {given} is below {key}.{prev[0]} ({prev[2]})")
+            prev = (name, v, given)
 
     @classmethod
     def from_dict(cls, d: dict, key: str = "thresholds") -> Thresholds:
@@ -172,7 +175,11 @@ class Decision(NamedTuple):
                         f"{self.n} windows (needs {self.k})")
             return f"score {s} < warn {th[1]:.4g}"
         if self.count >= self.k:
-            return f"score {s} ≥ {_LABELS[v]} {th[v]:.4g} in {self.count} of last {self.n} windows"
+            if self.score >= th[v]:
+                return (f"score {s} ≥ {_LABELS[v]} {th[v]:.4g} in {self.count} of last "
+                        f"{self.n} windows")
+            return (f"{self.count} of last {self.n} windows ≥ {_LABELS[v]} {th[v]:.4g} "
+                    f"(score now {s})")
         return (f"score {s} holds {_LABELS[v]} (leaves below {th[v] - self.margin:.4g}); "
                 f"{self.count} of last {self.n} windows ≥ {th[v]:.4g}")
 

@@ -27,6 +27,7 @@ limits with ``nan="trip"`` a NaN sample counts as a sample beyond the limit; wit
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -43,11 +44,12 @@ _NAN_MODES = ("trip", "ignore")
 def _num(v: object, what: str) -> float | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise ConfigError(f"{what}: {v!r} is not a number")
+    v = float(v)
     if not math.isfinite(v):
         raise ConfigError(f"{what}: {v} is not a finite number")
-    return float(v)
+    return v
 
 
 @dataclass(frozen=True)

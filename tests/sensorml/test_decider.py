@@ -238,3 +238,19 @@ def test_incremental_counts_match_the_rule_recomputed_from_history(
     d = Decider(TH, k=k, n=n, hysteresis=hysteresis)
     got = [int(d.update(s).verdict) for s in scores]
     assert got == reference(TH, k, n, d.margin, scores)
+
+
+def test_reason_after_the_score_fell_but_the_window_still_holds_the_level() -> None:
+    d = Decider(TH, k=2, n=4)
+    verdicts(d, [0.8, 0.8])
+    dec = d.update(0.1)
+    assert dec.verdict == Verdict.TRIP
+    assert dec.reason == "2 of last 4 windows ≥ trip 0.7 (score now 0.1)"
+
+
+def test_numpy_scalars_are_accepted_as_thresholds_and_scores() -> None:
+    import numpy as np
+
+    th = Thresholds(np.float32(0.5), np.float64(0.6), np.int64(1))
+    assert type(th.warn) is float and th.trip == 1.0
+    assert Decider(th, k=1, n=1).update(np.float32(0.55)).verdict == Verdict.WARN
