@@ -1,0 +1,368 @@
+"""The recorder: a non-blocking front for the buffer, with its own writer thread.
+
+The fast path calls :meth:`Recorder.record_score` / :meth:`~Recorder.record_raw` /
+:meth:`~Recorder.record_event`; each appends a tuple to a lane under a lock held for
+a few hundred nanoseconds, and never blocks, raises or does I/O. The writer thread
+opens the :class:`~sensorml.buffer.Buffer` itself (SQLite connections stay in one
+thread) and commits batches, one transaction each, every ``flush_interval_s`` or as
+soon as ``batch`` rows are waiting.
+
+Lanes, by priority: events (0), scores (1), raw windows around alarms (2), sampled
+raw windows (3). Scores and raw windows share ``queue_size`` slots; when they are all
+taken, a new item pushes out the oldest queued item of a *lower* priority lane, or is
+itself dropped if there is none; either way the drop is counted per lane. Events have
+their own lane (``event_lane_size``, a memory safety valve that is never reached in
+practice) and are never pushed out by other rows.
+
+Writer errors (e.g. 'database or disk is full') are counted, the buffer evicts and the
+batch is retried; after ``max_attempts`` its scores and raw windows are dropped (counted
+as ``store_dropped``) and its events are kept for the next batch. The thread never dies
+of a SQLite error. WAL checkpoints run on the writer thread only: automatic ones at
+commit, and a PASSIVE one when the writer is idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensorml.buffer import RAW_PRIORITY, Buffer, to_json
+from sensorml.errors import StoreError
+
+__all__ = ["Recorder", "LANES"]
+
+log = logging.getLogger("sensorml.recorder")
+
+LANES = ("events", "scores", "raw_alarm", "raw_sample")
+_EV, _SC, _RA, _RS = 0, 1, 2, 3
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class Recorder:
+    """Bounded, non-blocking recording into a :class:`Buffer` at ``buffer_path``.
+
+    ``start=False`` keeps the writer thread parked until :meth:`start` (the queue still
+    fills, drops are counted); ``raw_sample_every=N`` keeps one in N ``sample`` raw
+    windows (raw windows around alarms are all kept). ``max_bytes`` and
+    ``buffer_options`` go to the :class:`Buffer`.
+    """
+
+    def __init__(self, buffer_path: str | Path, *, queue_size: int = 10000, batch: int = 256,
+                 flush_interval_s: float = 0.2, raw_sample_every: int = 1,
+                 max_bytes: int = 256 << 20, device: str | None = None,
+                 event_lane_size: int = 100_000, max_attempts: int = 3,
+                 idle_checkpoint_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 buffer_options: dict[str, Any] | None = None, start: bool = True) -> None:
+        if queue_size < 1 or batch < 1 or raw_sample_every < 1:
+            raise StoreError(f"recorder: queue_size ({queue_size}), batch ({batch}) and "
+                             f"raw_sample_every ({raw_sample_every}) must be >= 1")
+        self.path = Path(buffer_path)
+        self.queue_size, self.batch = int(queue_size), int(batch)
+        self.flush_interval_s = float(flush_interval_s)
+        self.raw_sample_every = int(raw_sample_every)
+        self.event_lane_size = int(event_lane_size)
+        self.max_attempts = max(1, int(max_attempts))
+        self.idle_checkpoint_s = idle_checkpoint_s
+        self.clock = clock
+        self._buffer_kw = {"max_bytes": max_bytes, "clock": clock, "device": device,
+                           **(buffer_options or {})}
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._lanes: tuple[deque, ...] = (deque(), deque(), deque(), deque())
+        self._n = 0  # queued scores + raw windows (bounded by queue_size)
+        self._enq = [0, 0, 0, 0]  # appended per lane
+        self._popped = [0, 0, 0, 0]  # removed per lane (written or pushed out)
+        self._committed = [0, 0, 0, 0]  # everything below this index per lane is resolved
+        self._sample_calls = 0
+        self.dropped = dict.fromkeys(LANES, 0)
+        self.store_dropped = dict.fromkeys(LANES, 0)
+        self.written = dict.fromkeys(LANES, 0)
+        self.errors = 0
+        self.last_error: str | None = None
+        self.commits = 0
+        self.last_commit: float | None = None
+        self._commit_ms: deque[float] = deque(maxlen=4096)
+        self._checkpoint_ms: deque[float] = deque(maxlen=256)
+        self._retry_events: list[tuple] = []
+        self._buf_stats: dict[str, Any] = {}
+        self._closing = False
+        self._closed = False
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------ producers
+    def record_event(self, kind: str, detail: dict | None = None, t: float | None = None,
+                     priority: int = 0) -> None:
+        """Queue an event (never pushed out by scores or raw windows)."""
+        item = (self.clock() if t is None else t, kind, priority, detail)
+        with self._lock:
+            if self._closed or len(self._lanes[_EV]) >= self.event_lane_size:
+                self.dropped["events"] += 1
+                return
+            self._lanes[_EV].append(item)
+            self._enq[_EV] += 1
+        if kind in ("trip", "alarm", "limit", "watchdog"):
+            self._wake.set()  # rare; persist promptly
+
+    def record_score(self, t: float, window_seq: int, score: float, verdict: int,
+                     model_version: str | None, features: np.ndarray | None = None) -> None:
+        """Queue one window's score; ``features`` is copied as little-endian float32."""
+        blob = None if features is None else features.astype("<f4", copy=False).tobytes()
+        self._put(_SC, (t, window_seq, score, int(verdict), model_version, blob))
+
+    def record_raw(self, t: float, reason: str, channels: Sequence[str], rate: float,
+                   data: np.ndarray) -> None:
+        """Queue a raw window (``reason``: ``around_alarm`` | ``sample``); data is copied."""
+        lane = _RA if reason == "around_alarm" else _RS
+        if lane == _RS:
+            self._sample_calls += 1
+            if (self._sample_calls - 1) % self.raw_sample_every:
+                return
+        a = np.ascontiguousarray(data)
+        self._put(lane, (t, reason, RAW_PRIORITY.get(reason, 3), channels, rate,
+                         a.dtype.str, a.shape, a.tobytes()))
+
+    def _put(self, lane: int, item: tuple) -> None:
+        with self._lock:
+            if self._closed:
+                self.dropped[LANES[lane]] += 1
+                return
+            if self._n >= self.queue_size:
+                for victim in (_RS, _RA, _SC):  # lowest priority first
+                    if victim > lane and self._lanes[victim]:
+                        self._lanes[victim].popleft()
+                        self._popped[victim] += 1
+                        self.dropped[LANES[victim]] += 1
+                        self._n -= 1
+                        break
+                else:
+                    self.dropped[LANES[lane]] += 1
+                    return
+            self._lanes[lane].append(item)
+            self._enq[lane] += 1
+            self._n += 1
+            full = self._n == self.batch
+        if full:
+            self._wake.set()
+
+    # ------------------------------------------------------------- control
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the writer thread and wait until it opened the buffer (idempotent).
+
+        Raises :class:`StoreError` if the buffer cannot be opened.
+        """
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+            self._thread.start()
+        if not self._opened.wait(timeout):
+            raise StoreError(f"{self.path}: buffer did not open within {timeout} s")
+        if self._open_error is not None:
+            err = self._open_error
+            raise err if isinstance(err, StoreError) else StoreError(f"{self.path}: {err}")
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued before this call is committed (or dropped).
+
+        Returns False on timeout or if the writer is not running.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = list(self._enq)
+            self._wake.set()
+            while any(c < t for c, t in zip(self._committed, target)):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush, stop the writer and close the buffer (idempotent)."""
+        if self._thread is None and not self._closed:
+            try:
+                self.start()
+            except StoreError:
+                pass
+        self.flush(timeout)
+        with self._lock:
+            self._closed = self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Queue depth, rows written/dropped per lane, commit latency, errors, buffer."""
+        with self._lock:
+            queued = {name: len(q) for name, q in zip(LANES, self._lanes)}
+            commit_ms = list(self._commit_ms)
+            ckpt_ms = list(self._checkpoint_ms)
+            out = {"queued": queued, "queued_total": sum(queued.values()),
+                   "written": dict(self.written), "dropped": dict(self.dropped),
+                   "store_dropped": dict(self.store_dropped), "errors": self.errors,
+                   "last_error": self.last_error, "commits": self.commits,
+                   "last_commit": self.last_commit,
+                   "pending_retry_events": len(self._retry_events),
+                   "buffer": dict(self._buf_stats)}
+        out["commit_ms"] = {"p50": _percentile(commit_ms, 0.5),
+                            "p99": _percentile(commit_ms, 0.99),
+                            "max": max(commit_ms, default=None)}
+        out["checkpoint_ms"] = {"n": len(ckpt_ms), "max": max(ckpt_ms, default=None)}
+        out["alive"] = self._thread is not None and self._thread.is_alive()
+        return out
+
+    # -------------------------------------------------------------- writer
+    def _run(self) -> None:
+        try:
+            buf = Buffer(self.path, **self._buffer_kw)
+        except BaseException as e:  # reported by start()
+            self._open_error = e
+            self._opened.set()
+            return
+        self._opened.set()
+        last_write = time.monotonic()
+        dirty = False
+        stats_at = 0.0
+        try:
+            while True:
+                self._wake.wait(self.flush_interval_s)
+                self._wake.clear()
+                wrote = self._drain(buf)
+                now = time.monotonic()
+                if wrote:
+                    last_write, dirty = now, True
+                elif dirty and now - last_write >= self.idle_checkpoint_s:
+                    self._checkpoint(buf)
+                    dirty = False
+                if wrote or now - stats_at > 1.0:
+                    stats_at = now
+                    self._refresh_stats(buf)
+                if self._closing and not any(self._lanes):
+                    break
+        finally:
+            self._refresh_stats(buf)
+            try:
+                buf.close()
+            except sqlite3.Error as e:
+                log.warning("closing buffer %s: %s", self.path, e)
+
+    def _drain(self, buf: Buffer) -> bool:
+        """Write everything queued, batch by batch. Returns True if it wrote anything."""
+        wrote = False
+        while True:
+            with self._lock:
+                taken: list[list] = [[], [], [], []]
+                room = self.batch
+                for lane in (_EV, _SC, _RA, _RS):
+                    q = self._lanes[lane]
+                    k = min(room, len(q))
+                    if k:
+                        taken[lane] = [q.popleft() for _ in range(k)]
+                        self._popped[lane] += k
+                        room -= k
+                self._n -= len(taken[_SC]) + len(taken[_RA]) + len(taken[_RS])
+                snapshot = list(self._popped)
+            if not any(taken) and not self._retry_events:
+                with self._cond:
+                    self._committed = snapshot
+                    self._cond.notify_all()
+                return wrote
+            ok = self._commit(buf, taken)
+            wrote = True
+            with self._cond:
+                self._committed = snapshot
+                self._cond.notify_all()
+            if not ok:  # the store keeps failing: try again next cycle, don't spin
+                return wrote
+
+    def _commit(self, buf: Buffer, taken: list[list]) -> bool:
+        events = self._retry_events + [self._event_row(buf, it) for it in taken[_EV]]
+        self._retry_events = []
+        scores = taken[_SC]
+        raws = [(t, reason, prio, to_json(list(ch)), float(rate), dt, to_json(list(shape)), data)
+                for (t, reason, prio, ch, rate, dt, shape, data) in taken[_RA] + taken[_RS]]
+        for attempt in range(1, self.max_attempts + 1):
+            t0 = time.perf_counter()
+            try:
+                buf.write(events, scores, raws)
+            except sqlite3.Error as e:
+                self._writer_error(buf, e, attempt)
+                continue
+            ms = (time.perf_counter() - t0) * 1e3
+            with self._lock:
+                self._commit_ms.append(ms)
+                self.commits += 1
+                self.last_commit = self.clock()
+                self.written["events"] += len(events)
+                self.written["scores"] += len(scores)
+                self.written["raw_alarm"] += len(taken[_RA])
+                self.written["raw_sample"] += len(taken[_RS])
+            return True
+        with self._lock:  # gave up on this batch: keep its events, drop the rest
+            self._retry_events = events[-self.event_lane_size:]
+            self.store_dropped["scores"] += len(scores)
+            self.store_dropped["raw_alarm"] += len(taken[_RA])
+            self.store_dropped["raw_sample"] += len(taken[_RS])
+        return False
+
+    def _event_row(self, buf: Buffer, item: tuple) -> tuple:
+        t, kind, priority, detail = item
+        try:
+            return buf.event_row(kind, detail, t, priority)
+        except Exception as e:  # noqa: BLE001 - a bad detail must not lose the event
+            return buf.event_row(kind, {"unencodable_detail": repr(e)}, t, priority)
+
+    def _writer_error(self, buf: Buffer, e: sqlite3.Error, attempt: int) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        with self._lock:
+            self.errors += 1
+            self.last_error = msg
+        log.warning("buffer %s write failed (attempt %d): %s", self.path, attempt, msg)
+        if "full" in str(e):
+            try:
+                buf.enforce_cap(force=True)
+            except sqlite3.Error as e2:
+                log.warning("buffer %s eviction failed: %s", self.path, e2)
+        elif attempt < self.max_attempts:
+            threading.Event().wait(0.05 * 2 ** attempt)  # back off (e.g. a busy lock)
+
+    def _checkpoint(self, buf: Buffer) -> None:
+        t0 = time.perf_counter()
+        try:
+            buf.checkpoint("PASSIVE")
+        except sqlite3.Error as e:
+            log.warning("buffer %s checkpoint failed: %s", self.path, e)
+            return
+        with self._lock:
+            self._checkpoint_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _refresh_stats(self, buf: Buffer) -> None:
+        try:
+            s = buf.stats()
+        except sqlite3.Error:
+            return
+        with self._lock:
+            self._buf_stats = s
