@@ -64,6 +64,8 @@ MOMENTS = ("mean", "std", "rms", "peak", "crest", "kurtosis", "skew")
 SLOW_FEATURES = ("last", "mean", "slope")
 _FLAT = 1e-9  # std <= _FLAT * peak: the channel is flat
 _LOG_FLOOR = 1e-12
+_TINY = 1e-300  # keeps 0/0 at 0 in the fast path
+_TINY_M2 = 1e-150  # floor of m2 in the fast path (flat channels are overwritten anyway)
 _KEYS_OPTIONAL = ("hop", "bands", "envelope", "envelope_band", "envelope_bands",
                   "slow_channels", "slow_window_s", "slow_rate")
 
@@ -436,14 +438,18 @@ class FeatureExtractor:
         self._hann = hann(n)
         self._scale = power_scale(n)
         self._freqs = np.fft.rfftfreq(n, 1.0 / spec.sample_rate)
+        self._freqs1 = self._freqs[1:]
         self._bands = self._matrix(spec.bands)
         self._nb = len(spec.bands)
+        self._slow_key: SlowWindow | None = None
+        self._slow_val = np.empty(0)
         if spec.envelope:
             g = analytic_gain(spec)
             k = np.flatnonzero(g)
             self._ek0, self._ek1 = int(k[0]), int(k[-1]) + 1
             self._egain = g[self._ek0:self._ek1]
             self._z = np.zeros((c, n), dtype=complex)
+            self._ext = np.empty((c, n // 2 + 3), dtype=complex)
             self._ebands = self._matrix(spec.envelope_bands)
             top = max(hi for _, hi in spec.envelope_bands)
             self._etop = int(spec._bins(0.0, top)[-1]) + 1
@@ -457,69 +463,92 @@ class FeatureExtractor:
         m[1:, -1] = 1.0
         return m
 
-    def _spectrum(self, d: np.ndarray, mat: np.ndarray, top: int | None,
+    def _spectrum(self, sp: np.ndarray, mat: np.ndarray, top: int | None,
                   out: np.ndarray, col: int) -> None:
-        """Write log band powers, dominant Hz (and centroid if ``top`` is None) to ``out``."""
-        np.multiply(d, self._hann, out=self._w)
-        sp = np.fft.rfft(self._w, axis=1)
-        p = sp.real * sp.real
-        p += sp.imag * sp.imag
+        """From the rFFT of the Hann-windowed signal, write log band powers, dominant Hz
+        (and the centroid if ``top`` is None) into ``out[:, col:]``."""
+        p = np.abs(sp)
+        p *= p
         p *= self._scale
         r = p @ mat
         nb = mat.shape[1] - 2
+        r[:, -1] += _TINY
         np.log10(r[:, :nb] + _LOG_FLOOR, out=out[:, col:col + nb])
-        total = r[:, -1]
-        hi = p.shape[1] if top is None else top
-        dom = self._freqs[1 + np.argmax(p[:, 1:hi], axis=1)]
-        live = total > 0
-        out[:, col + nb] = np.where(live, dom, 0.0)
+        out[:, col + nb] = self._freqs1[np.argmax(p[:, 1:top], axis=1)]
         if top is None:
-            out[:, col + nb + 1] = np.where(live, r[:, -2] / np.where(live, total, 1.0), 0.0)
+            np.divide(r[:, -2], r[:, -1], out=out[:, col + nb + 1])
+        dead = r[:, -1] <= _TINY
+        if dead.any():  # flat: all-zero spectrum
+            out[dead, col + nb] = 0.0
 
     def __call__(self, window: np.ndarray, slow: np.ndarray | SlowWindow | None = None
                  ) -> np.ndarray:
         spec, n = self.spec, self._n
-        w = window if (isinstance(window, np.ndarray) and window.shape == (n, self._c)) \
-            else _check_window(window, spec)
-        x, d = self._x, self._d
-        np.copyto(x, w.T)
+        if not (isinstance(window, np.ndarray) and window.shape == (n, self._c)):
+            window = _check_window(window, spec)
+        x, d, w = self._x, self._d, self._w
+        np.copyto(x, window.T)
         out = np.empty((self._c, self._per))
-        mean = np.add.reduce(x, axis=1) / n
+        mean = np.add.reduce(x, axis=1)
+        mean /= n
         np.subtract(x, mean[:, None], out=d)
-        m2 = np.vecdot(d, d) / n
+        m2 = np.vecdot(d, d)
+        m2 /= n
         std = np.sqrt(m2)
-        rms = np.sqrt(np.vecdot(x, x) / n)
-        peak = np.maximum(x.max(axis=1), -x.min(axis=1))
+        ms = np.vecdot(x, x)
+        ms /= n
+        rms = np.sqrt(ms)
+        np.abs(x, out=w)
+        peak = w.max(axis=1)
         out[:, 0], out[:, 1], out[:, 2], out[:, 3] = mean, std, rms, peak
-        pos = rms > 0
-        out[:, 4] = np.where(pos, peak / np.where(pos, rms, 1.0), 0.0)
+        np.divide(peak, np.maximum(rms, _TINY), out=out[:, 4])
+        np.multiply(d, d, out=w)
+        np.maximum(m2, _TINY_M2, out=m2)
+        out[:, 5] = np.vecdot(w, w) / (n * m2 * m2) - 3.0
+        out[:, 6] = np.vecdot(w, d) / (n * m2 * np.sqrt(m2))
         flat = std <= _FLAT * peak
-        np.multiply(d, d, out=self._w)
-        m2s = np.where(flat, 1.0, m2)
-        out[:, 5] = np.where(flat, 0.0, np.vecdot(self._w, self._w) / n / (m2s * m2s) - 3.0)
-        out[:, 6] = np.where(flat, 0.0, np.vecdot(self._w, d) / n / m2s**1.5)
         if flat.any():
+            out[flat, 5:7] = 0.0
             d[flat] = 0.0
-        self._spectrum(d, self._bands, None, out, 7)
         if spec.envelope:
-            self._envelope(d, out, 9 + self._nb)
+            sp = np.fft.rfft(d, axis=1)
+            self._envelope(sp, out, 9 + self._nb)
+            self._spectrum(self._hann_of(sp), self._bands, None, out, 7)
+        else:
+            np.multiply(d, self._hann, out=w)
+            self._spectrum(np.fft.rfft(w, axis=1), self._bands, None, out, 7)
         bad = ~np.isfinite(mean)
         if bad.any():
             out[bad] = np.nan
         res = out.ravel()
         if spec.slow_channels:
-            res = np.concatenate((res, slow_features(slow, spec)))
+            if slow is None or slow is not self._slow_key:  # SlowTracker reuses its window
+                self._slow_key = slow if isinstance(slow, SlowWindow) else None
+                self._slow_val = slow_features(slow, spec)
+            res = np.concatenate((res, self._slow_val))
         return res.astype(np.float32)
 
-    def _envelope(self, d: np.ndarray, out: np.ndarray, col: int) -> None:
+    def _hann_of(self, sp: np.ndarray) -> np.ndarray:
+        """rFFT of x·hann from rFFT of x: periodic Hann is the 3-tap [-¼, ½, -¼] in frequency."""
+        e = self._ext
+        e[:, 1:-1] = sp
+        e[:, 0] = sp[:, 1].conj()
+        e[:, -1] = sp[:, -2 if self._n % 2 == 0 else -1].conj()
+        h = e[:, :-2] + e[:, 2:]
+        h *= -0.25
+        h += 0.5 * sp
+        return h
+
+    def _envelope(self, sp: np.ndarray, out: np.ndarray, col: int) -> None:
         k0, k1, z = self._ek0, self._ek1, self._z
-        sp = np.fft.rfft(d, axis=1)
         np.multiply(sp[:, k0:k1], self._egain, out=z[:, k0:k1])
         env = np.abs(np.fft.ifft(z, axis=1))
-        emean = np.add.reduce(env, axis=1) / self._n
+        emean = np.add.reduce(env, axis=1)
+        emean /= self._n
         env -= emean[:, None]
         estd = np.sqrt(np.vecdot(env, env) / self._n)
         eflat = estd <= _FLAT * (env.max(axis=1) + emean)
         if eflat.any():
             env[eflat] = 0.0
-        self._spectrum(env, self._ebands, self._etop, out, col)
+        env *= self._hann
+        self._spectrum(np.fft.rfft(env, axis=1), self._ebands, self._etop, out, col)
