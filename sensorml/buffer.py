@@ -245,7 +245,7 @@ class Buffer:
                           (name, self.clock()))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
 
     def migrations(self) -> list[tuple[str, float]]:
@@ -308,7 +308,7 @@ class Buffer:
                 c.executemany(_INSERT["raw_windows"], raws)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         self._commits += 1
         self._written += len(events) * 200 + len(scores) * 220 + sum(len(r[-1]) + 200 for r in raws)
@@ -341,7 +341,7 @@ class Buffer:
                                                        else float(t), verdict, note, author))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return int(cur.lastrowid)
 
@@ -358,7 +358,7 @@ class Buffer:
             n = c.total_changes - before
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return n
 
@@ -438,10 +438,11 @@ class Buffer:
                     self.set_meta(f"evicted.{t}", str(self.evicted[t]))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
         self.evict_rounds += 1
-        c.execute("PRAGMA incremental_vacuum").fetchall()
+        # execute() steps a row-less pragma once (one page); executescript runs it to the end
+        c.executescript("PRAGMA incremental_vacuum;")
         self._note_evictions()
         return {t: n for t, n in round_.items() if n}
 
@@ -470,6 +471,12 @@ class Buffer:
                 "checkpoints": self.checkpoints, "cap_errors": self.cap_errors,
                 "last_cap_error": self.last_cap_error,
                 "auto_vacuum": self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]}
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    # SQLite already rolled back on some errors (e.g. SQLITE_FULL): don't mask them.
+    if c.in_transaction:
+        c.execute("ROLLBACK")
 
 
 def _check_table(table: str) -> None:
