@@ -4,20 +4,21 @@ With ``serial_link`` (the running :class:`SerialSource` that reads the same port
 command goes through that source: ``serial_link.send_command("STOP", timeout_s)``
 returns the ack latency or raises :class:`TripError`. Without a link the actuator opens
 the port itself (at open time, so the trip does not pay for it), writes ``STOP\\n`` and
-reads in chunks until the device's ack: a line ``#ack STOP`` (``format=csv``, the
-default) or a message frame ``ack STOP`` (``format=frames``, decoded with
-:class:`firmware_bridge.codec.frames.FrameDecoder`). Input already waiting before the
+reads in chunks until the device's ack: a line ``#ack STOP`` (``format=csv``) or a
+message frame ``ack STOP`` (``format=frames``, decoded with
+:class:`firmware_bridge.codec.frames.FrameDecoder`); without ``format`` either counts. Input already waiting before the
 command is discarded, so an old ack is never taken for a new one.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import serial
 
-from firmware_bridge.actuator_base import Actuator
+from firmware_bridge.actuator_base import Actuator, log
 from firmware_bridge.actuator_spec import ActuatorSpec
 from firmware_bridge.errors import ConfigError, PortError, TripError
 from firmware_bridge.source import split_url
@@ -25,6 +26,15 @@ from firmware_bridge.source import split_url
 #: command sent for each action (the ack echoes it)
 COMMANDS = {"trip": "STOP", "reset": "RESET"}
 _MAX_LINE = 4096
+
+
+def _same_port(a: str, b: str) -> bool:
+    """True if two port names are the same device (symlinks such as by-id resolved)."""
+    if a == b:
+        return True
+    if a.startswith("/") and b.startswith("/"):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return False
 
 
 class LineAckScanner:
@@ -63,6 +73,16 @@ class FrameAckScanner:
         return False
 
 
+class AnyAckScanner:
+    """Both at once, for a port whose format is not given (as the serial source detects it)."""
+
+    def __init__(self, command: str) -> None:
+        self.scanners = (LineAckScanner(command), FrameAckScanner(command))
+
+    def feed(self, data: bytes) -> bool:
+        return any([s.feed(data) for s in self.scanners])  # feed both, always
+
+
 class SerialCommandActuator(Actuator):
     """``serial-command``: ``STOP``/``RESET`` on the device's own serial line."""
 
@@ -71,16 +91,20 @@ class SerialCommandActuator(Actuator):
     def __init__(self, spec: ActuatorSpec, serial_link: Any = None, *, connect: bool = True) -> None:
         super().__init__(spec)
         scheme, rest, query = split_url(spec.url)
-        self.link = serial_link
         self.port_url = rest
-        self.format = query.get("format", "csv")
-        if self.format not in ("csv", "frames"):
+        if serial_link is not None and not _same_port(getattr(serial_link, "port_name", rest), rest):
+            log.info("%s: %s is not the serial source's port (%s); opening it directly",
+                     self.name, rest, serial_link.port_name)
+            serial_link = None
+        self.link = serial_link
+        self.format = query.get("format", "auto")
+        if self.format not in ("csv", "frames", "auto"):
             raise ConfigError(f"{spec.key}.url: format={self.format!r} is not one of csv, frames")
         try:
             self.baud = int(query.get("baud", "115200"))
         except ValueError:
             raise ConfigError(f"{spec.key}.url: baud={query['baud']!r} is not an integer") from None
-        if self.format == "frames" and serial_link is None:
+        if self.format != "csv" and serial_link is None:
             try:
                 import firmware_bridge.codec.frames  # noqa: F401
             except ImportError as e:  # pragma: no cover - depends on the codec package
@@ -111,7 +135,7 @@ class SerialCommandActuator(Actuator):
             latency = self.link.send_command(cmd, timeout)
             return f"{cmd} acked in {latency * 1e3:.2f} ms"
         port = self.port or self._open()
-        scanner = FrameAckScanner(cmd) if self.format == "frames" else LineAckScanner(cmd)
+        scanner = _SCANNERS[self.format](cmd)
         port.reset_input_buffer()
         t0 = time.perf_counter()
         deadline = t0 + timeout
@@ -121,7 +145,7 @@ class SerialCommandActuator(Actuator):
             if chunk and scanner.feed(chunk):
                 return f"{cmd} acked in {(time.perf_counter() - t0) * 1e3:.2f} ms"
             if time.perf_counter() >= deadline:
-                ack = f"ack {cmd}" if self.format == "frames" else f"#ack {cmd}"
+                ack = {"csv": f"#ack {cmd}", "frames": f"ack {cmd}"}.get(self.format, f"ack {cmd}")
                 raise TripError(f"no {ack!r} from {self.port_url} within {timeout * 1e3:.0f} ms")
 
     def _recover(self) -> None:
@@ -133,3 +157,6 @@ class SerialCommandActuator(Actuator):
 
     def _close(self) -> None:
         self._recover()
+
+
+_SCANNERS = {"csv": LineAckScanner, "frames": FrameAckScanner, "auto": AnyAckScanner}

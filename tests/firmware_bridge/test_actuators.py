@@ -8,9 +8,11 @@ import logging
 import os
 import pty
 import select
+import socket
 import sys
 import threading
 import time
+import tty
 
 import pytest
 from pymodbus.server import ModbusTcpServer
@@ -132,16 +134,75 @@ def test_silent_device_times_out_each_attempt(server):
         act.close()
 
 
+class CuttableProxy:
+    """A TCP relay in front of the Modbus server whose :meth:`cut` closes the client's
+    connection, as a PLC or a NAT does with an idle connection."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream_port = upstream_port
+        self.conns: list[socket.socket] = []
+        self._accepted = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pairs: dict[socket.socket, socket.socket] = {}
+        while True:
+            try:
+                r, _, _ = select.select([self.listener, *pairs], [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            for s in r:
+                if s is self.listener:
+                    try:
+                        c, _ = self.listener.accept()
+                    except OSError:
+                        return
+                    u = socket.create_connection(("127.0.0.1", self.upstream_port))
+                    pairs[c], pairs[u] = u, c
+                    with self._accepted:
+                        self.conns.append(c)
+                        self._accepted.notify_all()
+                    continue
+                try:
+                    data = s.recv(4096)
+                except OSError:
+                    data = b""
+                if data:
+                    pairs[s].sendall(data)
+                else:  # one side closed: close both
+                    other = pairs.pop(s)
+                    pairs.pop(other, None)
+                    s.close()
+                    other.close()
+
+    def cut(self) -> None:
+        with self._accepted:
+            self._accepted.wait_for(lambda: self.conns, 5)
+            for c in self.conns:
+                c.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        self._thread.join(5)
+
+
 def test_connection_dropped_while_idle_trips_on_first_attempt(server):
-    act = open_actuator(coil_spec(server.url, address=1))
+    proxy = CuttableProxy(server.port)
+    act = open_actuator(coil_spec(f"modbus-tcp://127.0.0.1:{proxy.port}", address=1))
     try:
-        server.stop()
-        server.start()  # same port; our idle connection was closed by the server
+        proxy.cut()
+        # wait (deadline) until the FIN has reached our idle socket
+        assert select.select([act.client.socket], [], [], 5)[0]
         r = act.trip()
-        assert r.ok and r.attempts == 1
+        assert r.ok and r.attempts == 1  # reconnected before writing, no attempt lost
+        assert act.reconnects == 1
         assert server.get_coils(1, 1) == [True]
     finally:
         act.close()
+        proxy.close()
 
 
 def test_unreachable_at_open_is_port_error(server):
@@ -295,6 +356,7 @@ class PtyDevice:
 
     def __init__(self, ack: bool = True, frames: bool = False) -> None:
         self.master, slave = pty.openpty()
+        tty.setraw(slave)  # no echo before pyserial opens it
         self.path = os.ttyname(slave)
         self._slave = slave  # keep the slave open so the master never sees EOF
         self.ack, self.frames = ack, frames
@@ -346,8 +408,9 @@ class PtyDevice:
         os.close(self._slave)
 
 
-def serial_spec(path: str, fmt: str = "csv", **kw) -> ActuatorSpec:
-    return ActuatorSpec.from_dict({"kind": "serial-command", "url": f"serial://{path}?format={fmt}",
+def serial_spec(path: str, fmt: str | None = "csv", **kw) -> ActuatorSpec:
+    url = f"serial://{path}" + (f"?format={fmt}" if fmt else "")
+    return ActuatorSpec.from_dict({"kind": "serial-command", "url": url,
                                    "timeout": 0.5, "retry_pause": 0.005, **kw}, key="trip[2]")
 
 
@@ -363,14 +426,45 @@ def test_serial_stop_acked_over_pty():
             act.close()
 
 
-def test_serial_frames_ack_over_pty():
+@pytest.mark.parametrize(("frames", "fmt"), [(True, "frames"), (True, None), (False, None)])
+def test_serial_ack_by_format_over_pty(frames, fmt):
+    """format=frames decodes message frames; without format, either ack counts."""
     pytest.importorskip("firmware_bridge.codec.frames")
-    with PtyDevice(frames=True) as dev:
-        act = open_actuator(serial_spec(dev.path, "frames"))
+    with PtyDevice(frames=frames) as dev:
+        act = open_actuator(serial_spec(dev.path, fmt))
         try:
             assert act.trip().ok
         finally:
             act.close()
+
+
+def test_serial_command_through_the_running_serial_source():
+    """The gateway passes its SerialSource: the command shares the source's port."""
+    serial_source = pytest.importorskip("firmware_bridge.serial_source")
+    with PtyDevice() as dev:
+        src = serial_source.SerialSource(f"serial://{dev.path}?format=csv", lambda b: None)
+        src.start()
+        try:
+            opened = threading.Event()
+            deadline = time.monotonic() + 5
+            while not src.is_open and time.monotonic() < deadline:
+                opened.wait(0.005)  # bounded poll on the reader opening its port
+            act = open_actuator(serial_spec(dev.path), serial_link=src)
+            r = act.trip("imbalance")
+            assert r.ok and r.attempts == 1 and "STOP acked" in r.detail
+            assert dev.wait_commands(1) == ["STOP"]
+            with PtyDevice() as other:  # a link for another port is not used for this one
+                act2 = open_actuator(serial_spec(other.path), serial_link=src)
+                try:
+                    assert act2.trip().ok and other.wait_commands(1) == ["STOP"]
+                    assert dev.commands == ["STOP"]
+                finally:
+                    act2.close()
+            src.stop()
+            with pytest.raises(TripError, match="port is down"):  # loud when the source is gone
+                act.trip()
+        finally:
+            src.stop()
 
 
 def test_serial_no_ack_times_out_and_raises():
