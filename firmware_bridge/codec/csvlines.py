@@ -75,6 +75,7 @@ class CsvDecoder:
         self.channels: tuple[str, ...] = tuple(channels) if channels is not None else ()
         self._buf = b""
         self._discarding = False
+        self._inferred = False  # channel count guessed from the data (no header, no config)
         self.lines = 0
         self.bad_lines = 0
         self.messages = 0
@@ -128,11 +129,12 @@ class CsvDecoder:
             if not chunk:
                 return self._empty(), messages
         if not self.channels:
-            first = chunk[: chunk.find(b"\n")]
-            self.channels = tuple(f"ch{i}" for i in range(first.count(b",") + 1))
+            self._infer(chunk)
         rows = self._parse_fast(chunk)
         if rows is None:
             rows = self._parse_slow(chunk)
+            if not rows.shape[0] and self._inferred and self._relearn(chunk):
+                rows = self._parse_slow(chunk)
         self.lines += rows.shape[0]
         return rows, messages
 
@@ -167,16 +169,36 @@ class CsvDecoder:
             return False
         changed = bool(self.channels) and len(names) != len(self.channels)
         self.channels = names
+        self._inferred = False
         return changed and rows_before > 0
+
+    def _field_counts(self, chunk: bytes) -> np.ndarray:
+        raw = np.frombuffer(chunk, np.uint8)
+        newlines = np.flatnonzero(raw == 10)
+        return np.diff(np.cumsum(raw == 44)[newlines], prepend=0) + 1
+
+    def _infer(self, chunk: bytes) -> None:
+        """Channel count from the most common field count (the first line read from a
+        port opened mid-stream is usually cut short, so it does not decide)."""
+        counts = self._field_counts(chunk)
+        n = int(np.bincount(counts).argmax())
+        self.channels = tuple(f"ch{i}" for i in range(n))
+        self._inferred = True
+
+    def _relearn(self, chunk: bytes) -> bool:
+        """An inferred layout that fits none of 8+ consistent lines was a wrong guess."""
+        counts = self._field_counts(chunk)
+        if counts.size < 8 or counts.min() != counts.max():
+            return False
+        self.bad_lines -= counts.size  # they are re-parsed with the new layout
+        self.channels = tuple(f"ch{i}" for i in range(int(counts[0])))
+        return True
 
     def _parse_fast(self, chunk: bytes) -> np.ndarray | None:
         """All lines at once; None if any line is malformed."""
         ch = self.n_channels
-        raw = np.frombuffer(chunk, np.uint8)
-        newlines = np.flatnonzero(raw == 10)
-        commas = np.cumsum(raw == 44)[newlines]
-        per_line = np.diff(commas, prepend=0)
-        if per_line.size and (per_line.min() != ch - 1 or per_line.max() != ch - 1):
+        fields = self._field_counts(chunk)
+        if fields.size and (fields.min() != ch or fields.max() != ch):
             return None
         tokens = chunk.replace(b"\n", b",").split(b",")
         tokens.pop()  # after the final newline
@@ -191,6 +213,8 @@ class CsvDecoder:
         ch = self.n_channels
         good: list[list[float]] = []
         for line in chunk.split(b"\n")[:-1]:
+            if not line.strip():
+                continue
             fields = line.split(b",")
             if len(fields) != ch:
                 self.bad_lines += 1

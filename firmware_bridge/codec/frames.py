@@ -139,7 +139,8 @@ def encode_payload(
         if scale is None:
             peak = float(np.max(np.abs(arr))) if arr.size else 0.0
             scale = peak / top if peak > 0 else 1.0
-        raw = np.clip(np.rint(arr / scale), -top - 1, top)
+        scale = float(np.float32(scale))  # quantise with the scale the receiver will see
+        raw = np.clip(np.rint(arr.astype(np.float64) / scale), -top - 1, top)
     body = _DATA_HEADER.pack(
         VERSION, TYPE_DATA, seq % _SEQ_MOD, int(t0_us), ch, code, n, scale
     ) + np.ascontiguousarray(raw, dtype=wire_dtype).tobytes()
