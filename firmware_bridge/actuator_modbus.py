@@ -7,34 +7,20 @@ a zero-timeout ``select`` checks whether the device has closed the idle connecti
 attempt the connection is dropped, so the retry starts clean (no late answer to an
 old request can be taken for the new one).
 
-A register value is one register for an int (negative → int16 two's complement) and
-two registers of float32 for a float, ``word_order`` big (default) or little:
-
->>> encode_register_value(1.5, True)
-[16320, 0]
->>> encode_register_value(-2, False)
-[65534]
+Register values are encoded by the register-map codec
+(:func:`firmware_bridge.modbus.codec.encode_value`), as the spec's ``register_type``
+with its byte and word order, and written with function 6 (one register) or 16.
 """
 
 from __future__ import annotations
 
 import select
 import socket
-import struct
 
 from firmware_bridge.actuator_base import MODBUS_EXCEPTIONS, Actuator
 from firmware_bridge.actuator_spec import ActuatorSpec
 from firmware_bridge.errors import PortError, TripError
 from firmware_bridge.modbus.client import make_client, parse_modbus_url
-
-
-def encode_register_value(value: int | float, as_float: bool, word_order: str = "big") -> list[int]:
-    """The register words written for ``value`` (see the module docstring)."""
-    if as_float:
-        hi, lo = struct.unpack(">2H", struct.pack(">f", float(value)))
-        return [hi, lo] if word_order == "big" else [lo, hi]
-    v = int(value)
-    return [v & 0xFFFF]
 
 
 def _check(rr, what: str) -> None:
@@ -56,10 +42,8 @@ class ModbusActuator(Actuator):
         self._url = parse_modbus_url(spec.url)
         self.client = make_client(self._url, spec.timeout_s, retries=0)
         self._coil = spec.kind == "modbus-coil"
-        self._words = {
-            a: encode_register_value(v, spec.float_values, spec.word_order)
-            for a, v in (("trip", spec.trip_value), ("reset", spec.reset_value))
-        }
+        self._words = {"trip": spec.register_words(spec.trip_value),
+                       "reset": spec.register_words(spec.reset_value)}
         self.reconnects = 0
         if connect and not self.client.connect():
             raise PortError(

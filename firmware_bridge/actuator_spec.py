@@ -25,6 +25,8 @@ from firmware_bridge.errors import ConfigError
 from firmware_bridge.source import parse_duration, split_url
 
 KINDS = ("modbus-coil", "modbus-register", "serial-command", "command")
+#: holding-register types a ``modbus-register`` actuator can write (the register-map codec's)
+REGISTER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "float32", "float64")
 _URL_SCHEMES = {
     "modbus-coil": ("modbus-tcp", "modbus-rtu"),
     "modbus-register": ("modbus-tcp", "modbus-rtu"),
@@ -39,8 +41,10 @@ class ActuatorSpec:
     ``kind``: ``modbus-coil`` | ``modbus-register`` | ``serial-command`` | ``command``.
     ``url``: ``modbus-tcp://host:port``, ``modbus-rtu:///dev/ttyUSB1?baud=19200``, or a
     serial source URL (``serial:///dev/ttyACM0?baud=115200&format=frames``).
-    ``trip_value``/``reset_value``: for a coil 0/1; for a holding register an int
-    (one register, -32768..65535) or a float (float32 over two registers, ``word_order``).
+    ``trip_value``/``reset_value``: for a coil 0/1; for a holding register a number
+    written as ``value_type`` (``type`` in config: int16, uint16, int32, uint32, int64,
+    float32, float64; default float32 if a value is a float, else int16/uint16) with
+    ``byte_order``/``word_order``, by the register-map codec.
     ``argv``/``reset_argv``: the command hook (no shell). ``timeout_s`` bounds each
     attempt's every step; a failed action is tried ``retries`` more times, ``retry_pause_s``
     apart. ``verify`` reads a written coil/register back and compares.
@@ -59,6 +63,8 @@ class ActuatorSpec:
     retries: int = 2
     verify: bool = True
     word_order: str = "big"
+    byte_order: str = "big"
+    value_type: str = ""
     retry_pause_s: float = 0.02
     name: str = ""
     key: str = "trip"
@@ -69,9 +75,29 @@ class ActuatorSpec:
         return self.name or self.key
 
     @property
-    def float_values(self) -> bool:
-        """True when a register actuator writes float32 (either value is a float)."""
-        return isinstance(self.trip_value, float) or isinstance(self.reset_value, float)
+    def register_type(self) -> str:
+        """The register type written: ``value_type`` if given, else float32 when either
+        value is a float, int16 when one is negative, uint16 otherwise."""
+        if self.value_type:
+            return self.value_type
+        values = (self.trip_value, self.reset_value)
+        if any(isinstance(v, float) for v in values):
+            return "float32"
+        return "int16" if any(v < 0 for v in values) else "uint16"
+
+    def register_words(self, value: int | float) -> list[int]:
+        """The registers written for ``value`` (the Modbus codec's encoding).
+
+        >>> s = ActuatorSpec("modbus-register", "modbus-tcp://plc", trip_value=1.5)
+        >>> s.register_words(s.trip_value), s.register_words(s.reset_value)
+        ([16320, 0], [0, 0])
+        """
+        from firmware_bridge.modbus.codec import encode_value
+        from firmware_bridge.modbus.regmap import Point
+
+        point = Point(self.label, self.device_id, "holding", self.address, self.register_type,
+                      byte_order=self.byte_order, word_order=self.word_order)
+        return encode_value(point, value)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], key: str = "trip[0]") -> ActuatorSpec:
@@ -79,7 +105,7 @@ class ActuatorSpec:
         if not isinstance(d, Mapping):
             raise ConfigError(f"{key}: expected a table, got {type(d).__name__}")
         known = {f.name for f in fields(cls)} - {"key"}
-        aliases = {"timeout": "timeout_s", "retry_pause": "retry_pause_s"}
+        aliases = {"timeout": "timeout_s", "retry_pause": "retry_pause_s", "type": "value_type"}
         v: dict[str, Any] = {}
         for k, val in d.items():
             name = aliases.get(k, k)
@@ -108,15 +134,28 @@ class ActuatorSpec:
         out["retry_pause_s"] = _duration(v.get("retry_pause_s", 0.02), f"{key}.retry_pause", 0.0, 10.0)
         out["retries"] = _int(v.get("retries", 2), f"{key}.retries", 0, 20)
         out["verify"] = _bool(v.get("verify", True), f"{key}.verify")
-        wo = v.get("word_order", "big")
-        if wo not in ("big", "little"):
-            raise ConfigError(f"{key}.word_order: {wo!r} is not one of big, little")
-        out["word_order"] = wo
+        for f in ("word_order", "byte_order"):
+            order = v.get(f, "big")
+            if order not in ("big", "little"):
+                raise ConfigError(f"{key}.{f}: {order!r} is not one of big, little")
+            out[f] = order
+        vt = v.get("value_type", "")
+        if vt and vt not in REGISTER_TYPES:
+            raise ConfigError(f"{key}.type: {vt!r} is not one of {', '.join(REGISTER_TYPES)}")
+        out["value_type"] = vt
         name = v.get("name", "")
         if not isinstance(name, str):
             raise ConfigError(f"{key}.name: {name!r} is not a string")
         out["name"] = name
-        return cls(**out)
+        spec = cls(**out)
+        if kind == "modbus-register":
+            for f in ("trip_value", "reset_value"):
+                try:
+                    spec.register_words(out[f])
+                except ConfigError as e:
+                    msg = str(e).removeprefix(f"{spec.label}: ")
+                    raise ConfigError(f"{key}.{f}: {msg} (set type, e.g. \"int32\")") from None
+        return spec
 
 
 def _int(x: Any, key: str, lo: int, hi: int) -> int:
@@ -176,10 +215,6 @@ def _value(x: Any, kind: str, key: str) -> int | float:
         raise ConfigError(f"{key}: {x!r} is not a number")
     if kind == "modbus-coil" and x not in (0, 1):
         raise ConfigError(f"{key}: {x!r} is not 0 or 1 (a coil is a single bit)")
-    if kind == "modbus-register" and isinstance(x, int) and not -32768 <= x <= 65535:
-        raise ConfigError(
-            f"{key}: {x} does not fit one register (-32768..65535); write it as a float for float32"
-        )
     if kind == "modbus-coil":
         return int(x)
     return x

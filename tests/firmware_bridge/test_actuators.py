@@ -65,7 +65,9 @@ def test_kind_typo_names_key_path_and_choices():
         ({"kind": "modbus-coil", "url": "modbus-tcp://h", "trip_value": 2},
          "trip[2].trip_value: 2 is not 0 or 1"),
         ({"kind": "modbus-register", "url": "modbus-tcp://h", "trip_value": 70000},
-         "trip[2].trip_value: 70000 does not fit one register"),
+         "trip[2].trip_value: 70000 (raw 70000) does not fit uint16"),
+        ({"kind": "modbus-register", "url": "modbus-tcp://h", "type": "int8"},
+         "trip[2].type: 'int8' is not one of int16"),
         ({"kind": "command"}, "trip[2].argv: missing"),
         ({"kind": "command", "argv": "relayctl off"}, "trip[2].argv: 'relayctl off' is a string"),
         ({"kind": "command", "argv": ["x"], "timeout": "soon"}, "trip[2].timeout: 'soon' is not a duration"),
@@ -236,6 +238,25 @@ def test_register_trip_with_float_value(server):
         assert server.get_registers(1, "holding", 10, 2) == [0x4020, 0x0000]  # float32 2.5
         assert act.reset().ok
         assert server.get_registers(1, "holding", 10, 2) == [0, 0]
+    finally:
+        act.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"trip_value": 70000, "type": "int32"}, [0x0001, 0x1170]),
+        ({"trip_value": 1.0, "word_order": "little"}, [0x0000, 0x3F80]),  # CDAB
+        ({"trip_value": -2}, [0xFFFE]),
+    ],
+)
+def test_register_types_and_orders(server, extra, words):
+    spec = ActuatorSpec.from_dict({"kind": "modbus-register", "url": server.url, "address": 20,
+                                   **extra})
+    act = open_actuator(spec)
+    try:
+        assert act.trip().ok
+        assert server.get_registers(1, "holding", 20, len(words)) == words
     finally:
         act.close()
 
