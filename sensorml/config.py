@@ -1,0 +1,292 @@
+"""The gateway's configuration: one TOML file, checked as a whole before anything starts.
+
+``load_config(path)`` returns a frozen :class:`GatewayConfig` or raises
+:class:`~sensorml.errors.ConfigError` whose message starts with the key path:
+``decision.k: 7 is larger than decision.n (5)``. Relative paths are resolved against the
+config file's folder. ``sensorml check-config gateway.toml`` prints the resolved result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sensorml.confcheck import Table
+from sensorml.errors import ConfigError
+
+FAILSAFE = ("trip", "alarm")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    url: str
+    channels: tuple[str, ...] = ()
+    rate: float | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    bundle: Path | None
+    trusted_keys: tuple[str, ...] = ()
+    allow_unsigned: bool = False
+    #: how often the reload thread looks at the bundle folder for a new version
+    watch_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    k: int = 3
+    n: int = 5
+    hysteresis: float = 0.1
+    warn: float | None = None
+    alarm: float | None = None
+    trip: float | None = None
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    channel: str
+    above: float | None = None
+    below: float | None = None
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    timeout_s: float = 0.5
+    max_gap: int = 8
+    on_silence: str = "trip"
+    on_gap: str = "alarm"
+    on_model_failure: str = "alarm"
+    model_failures: int = 3
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    path: Path
+    max_mb: float = 256.0
+    raw_sample_every: int = 600
+    queue_size: int = 20000
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    store: str = ""
+    every_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    path: Path
+    device_id: str
+    state_dir: Path
+    source: SourceConfig
+    slow_sources: tuple[SourceConfig, ...]
+    features: dict
+    model: ModelConfig
+    decision: DecisionConfig
+    limits: tuple[LimitConfig, ...]
+    watchdog: WatchdogConfig
+    trip: tuple[Any, ...]  # firmware_bridge.actuators.ActuatorSpec
+    reset_input: str | None
+    buffer: BufferConfig
+    sync: SyncConfig
+    metrics: MetricsConfig
+
+    def feature_spec(self):
+        """The :class:`~sensorml.features.FeatureSpec` the windows of this gateway produce."""
+        from sensorml.features import FeatureSpec
+
+        f = dict(self.features)
+        f.setdefault("channels", list(self.source.channels))
+        f.setdefault("sample_rate", self.source.rate)
+        return FeatureSpec.from_dict(f)
+
+    def to_dict(self) -> dict:
+        def conv(v: Any) -> Any:
+            if dataclasses.is_dataclass(v):
+                return {k: conv(x) for k, x in dataclasses.asdict(v).items()}
+            if isinstance(v, dict):
+                return {k: conv(x) for k, x in v.items()}
+            if isinstance(v, list | tuple):
+                return [conv(x) for x in v]
+            if isinstance(v, Path):
+                return str(v)
+            return v
+
+        return conv(self)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and check ``gateway.toml``; raise ConfigError naming the first bad key."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    try:
+        return parse_config(data, p.resolve().parent, p)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def _source(t: Table) -> SourceConfig:
+    from firmware_bridge.source import split_url
+
+    url = t.str("url")
+    try:
+        split_url(url)
+    except ValueError as e:
+        raise ConfigError(f"{t.key('url')}: {e}") from None
+    channels = t.str_list("channels", ())
+    rate = t.float("rate", None, lo=1e-3)
+    options = {}
+    if t.has("map"):
+        options["map"] = str(t.path_("map"))
+    for k in ("baud", "format", "poll_rate", "timeout"):
+        if t.has(k):
+            options[k] = t.raw(k)
+    t.done()
+    return SourceConfig(url, channels, rate, options)
+
+
+def _failsafe(t: Table, name: str, default: str) -> str:
+    return t.str(name, default, choices=FAILSAFE)
+
+
+def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> GatewayConfig:
+    root = Table(data, "", base_dir)
+    device_id = root.str("device_id")
+    if not device_id or "/" in device_id:
+        raise ConfigError(f"device_id: {device_id!r} must be a non-empty name without '/'")
+    state_dir = root.path_("state_dir", "state")
+
+    source = _source(root.table("source", required=True))
+    if not source.channels and not source.url.startswith(("sim:", "modbus")):
+        raise ConfigError("source.channels: required for serial sources (e.g. [\"ax\", \"ay\", \"az\"])")
+    if source.rate is None and not source.url.startswith(("sim:", "modbus")):
+        raise ConfigError("source.rate: required (samples per second of the fast channels)")
+    slow = tuple(_source(t) for t in root.tables("slow_sources"))
+
+    ft = root.table("features")
+    features = dict(ft.data)
+    ft.seen.update(features)
+
+    mt = root.table("model")
+    bundle = mt.path_("bundle", None)
+    keys = []
+    for i, k in enumerate(mt.str_list("trusted_keys", ())):
+        kp = Path(k).expanduser()
+        if not kp.is_absolute():
+            kp = base_dir / kp
+        if kp.exists():
+            keys.append(str(kp))
+        elif len(k) >= 40 and "/" not in k[:3] and not k.endswith((".pem", ".pub")):
+            keys.append(k)  # a base64 raw public key written inline
+        else:
+            raise ConfigError(f"model.trusted_keys[{i}]: {k!r}: file not found")
+    model = ModelConfig(bundle, tuple(keys), mt.bool("allow_unsigned", False),
+                        mt.duration("watch", 1.0, lo=0.05))
+    mt.done()
+    if not model.allow_unsigned and model.bundle is not None and not model.trusted_keys:
+        raise ConfigError("model.trusted_keys: required unless model.allow_unsigned = true")
+
+    dt = root.table("decision")
+    decision = DecisionConfig(
+        k=dt.int("k", 3, lo=1, hi=1000), n=dt.int("n", 5, lo=1, hi=1000),
+        hysteresis=dt.float("hysteresis", 0.1, lo=0.0, hi=1.0),
+        warn=dt.float("warn", None), alarm=dt.float("alarm", None), trip=dt.float("trip", None),
+    )
+    dt.done()
+    if decision.k > decision.n:
+        raise ConfigError(f"decision.k: {decision.k} is larger than decision.n ({decision.n})")
+    levels = [(n, getattr(decision, n)) for n in ("warn", "alarm", "trip")]
+    given = [(n, v) for n, v in levels if v is not None]
+    for (n1, v1), (n2, v2) in zip(given, given[1:]):
+        if v1 > v2:
+            raise ConfigError(f"decision.{n2}: {v2} is below decision.{n1} ({v1})")
+
+    limits = []
+    for t in root.tables("limits"):
+        lim = LimitConfig(t.str("channel"), t.float("above", None), t.float("below", None))
+        t.done()
+        if lim.above is None and lim.below is None:
+            raise ConfigError(f"{t.path}: give 'above' or 'below' (or both)")
+        if lim.above is not None and lim.below is not None and lim.below >= lim.above:
+            raise ConfigError(f"{t.path}.below: {lim.below} is not below 'above' ({lim.above})")
+        limits.append(lim)
+
+    wt = root.table("watchdog")
+    watchdog = WatchdogConfig(
+        timeout_s=wt.duration("timeout", 0.5, lo=0.001),
+        max_gap=wt.int("max_gap", 8, lo=1),
+        on_silence=_failsafe(wt, "on_silence", "trip"),
+        on_gap=_failsafe(wt, "on_gap", "alarm"),
+        on_model_failure=_failsafe(wt, "on_model_failure", "alarm"),
+        model_failures=wt.int("model_failures", 3, lo=1),
+    )
+    wt.done()
+
+    from firmware_bridge.actuators import ActuatorSpec
+    from firmware_bridge.errors import ConfigError as BridgeConfigError
+
+    trip = []
+    for t in root.tables("trip"):
+        try:
+            trip.append(ActuatorSpec.from_dict(t.data, key=t.path))
+        except BridgeConfigError as e:
+            raise ConfigError(str(e)) from None
+    rt = root.table("reset")
+    reset_input = rt.str("input", None)
+    rt.done()
+
+    bt = root.table("buffer")
+    buffer = BufferConfig(
+        path=bt.path_("path", str(state_dir / "buffer.db")),
+        max_mb=bt.float("max_mb", 256.0, lo=1.0),
+        raw_sample_every=bt.int("raw_sample_every", 600, lo=1),
+        queue_size=bt.int("queue_size", 20000, lo=16),
+    )
+    bt.done()
+    st = root.table("sync")
+    sync = SyncConfig(st.str("store", ""), st.duration("every", 60.0, lo=1.0))
+    st.done()
+    met = root.table("metrics")
+    metrics = MetricsConfig(met.str("host", "127.0.0.1"), met.int("port", 9108, lo=0, hi=65535))
+    met.done()
+    root.done()
+
+    all_channels = set(source.channels)
+    for lim_i, lim in enumerate(limits):
+        if slow or not all_channels:
+            break  # slow sources' channels are known only once their maps are read
+        if lim.channel not in all_channels:
+            raise ConfigError(
+                f"limits[{lim_i}].channel: {lim.channel!r} is not a channel of the sources "
+                f"({', '.join(sorted(all_channels))})"
+            )
+    return GatewayConfig(
+        path=path or base_dir / "gateway.toml", device_id=device_id, state_dir=state_dir,
+        source=source, slow_sources=slow, features=features, model=model, decision=decision,
+        limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
+        buffer=buffer, sync=sync, metrics=metrics,
+    )

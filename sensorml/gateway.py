@@ -1,0 +1,298 @@
+"""The gateway process: sources → bounded queue → fast path → trip; recorder; control.
+
+``run_gateway(cfg)`` blocks until SIGTERM/SIGINT (or ``Gateway.stop()``). Threads:
+
+- one reader thread per source (owned by the source), putting blocks on a bounded queue;
+- the fast-path thread (the caller of :meth:`Gateway.run`), which is the only one that
+  windows, scores, decides and trips;
+- the recorder's writer thread (SQLite), the control/metrics HTTP thread, and the
+  model-reload thread (loads and checks a new bundle off the fast path, then swaps it in).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+from firmware_bridge.source import open_source
+from sensorml.config import GatewayConfig
+from sensorml.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
+from sensorml.errors import BundleError, SensormlError
+from sensorml.fastpath import ActiveModel, FastPath
+from sensorml.gwmetrics import GatewayMetrics
+from sensorml.recorder import Recorder
+from sensorml.windowing import SlowTracker
+
+log = logging.getLogger("sensorml.gateway")
+
+_FAST, _SLOW, _EVENT = 0, 1, 2
+
+
+class Gateway:
+    """Everything one gateway runs, wired from a checked config."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.spec = cfg.feature_spec()
+        self.metrics = GatewayMetrics()
+        self.q: queue.Queue = queue.Queue(maxsize=4096)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.buffer.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recorder = Recorder(cfg.buffer.path, queue_size=cfg.buffer.queue_size,
+                                 max_bytes=int(cfg.buffer.max_mb * 1024 * 1024),
+                                 raw_sample_every=cfg.buffer.raw_sample_every,
+                                 device=cfg.device_id, start=False)
+        self.latch = TripLatch()
+        wd = cfg.watchdog
+        self.watchdog = Watchdog(wd.timeout_s, max_gap=wd.max_gap,
+                                 model_failures=wd.model_failures, on_silence=wd.on_silence,
+                                 on_gap=wd.on_gap, on_model_failure=wd.on_model_failure)
+        self.sources = []
+        self.serial_link = None
+        self.actuators = []
+        self.model: ActiveModel | None = None
+        self.model_error: str | None = None
+        self._bundle_mtime = 0.0
+        self.control = None
+        self.started = time.time()
+
+    # --------------------------------------------------------------- set-up
+    def _put(self, kind: int, item) -> None:
+        try:
+            self.q.put_nowait((kind, item))
+        except queue.Full:
+            self.metrics.queue_drops.inc()
+
+    def open(self) -> None:
+        cfg = self.cfg
+        src = open_source(cfg.source.url, lambda b: self._put(_FAST, b),
+                          lambda e: self._put(_EVENT, e), **self._source_options(cfg.source))
+        self.sources.append(src)
+        if cfg.source.url.startswith("serial:"):
+            self.serial_link = src
+        for s in cfg.slow_sources:
+            self.sources.append(open_source(s.url, lambda b: self._put(_SLOW, b),
+                                            lambda e: self._put(_EVENT, e),
+                                            **self._source_options(s)))
+        from firmware_bridge.actuators import open_actuator
+
+        for spec in cfg.trip:
+            link = self.serial_link if spec.kind == "serial-command" else None
+            self.actuators.append(open_actuator(spec, serial_link=link))
+        self.load_model(initial=True)
+
+    @staticmethod
+    def _source_options(s) -> dict:
+        opts = dict(s.options)
+        if s.channels:
+            opts["channels"] = tuple(s.channels)
+        if s.rate is not None and not s.url.startswith("modbus"):
+            opts["rate"] = s.rate
+        return opts
+
+    def load_model(self, initial: bool = False) -> bool:
+        """Load and check the configured bundle; swap it in only if every check passes."""
+        from sensorml.bundle import load_bundle
+        from sensorml.scorer import Scorer
+
+        mc = self.cfg.model
+        if mc.bundle is None:
+            return False
+        try:
+            self._bundle_mtime = _mtime(mc.bundle)
+            bundle = load_bundle(mc.bundle, trusted_keys=list(mc.trusted_keys),
+                                 allow_unsigned=mc.allow_unsigned, expected_spec=self.spec)
+            scorer = Scorer(bundle)
+        except (BundleError, SensormlError, OSError) as e:
+            self.model_error = str(e)
+            kept = f"; keeping model {self.model.version}" if self.model else "; no model: hard limits and watchdog only"
+            log.error("model refused: %s%s", e, kept)
+            self._record_event("model", {"action": "refused", "error": str(e)[:500]})
+            self.metrics.model_refusals.inc()
+            return False
+        man = bundle.manifest
+        th = man.thresholds
+        d = self.cfg.decision
+        thresholds = Thresholds(
+            warn=d.warn if d.warn is not None else th["warn"],
+            alarm=d.alarm if d.alarm is not None else th["alarm"],
+            trip=d.trip if d.trip is not None else th["trip"],
+        )
+        new = ActiveModel(scorer, Decider(thresholds, k=d.k, n=d.n, hysteresis=d.hysteresis),
+                          str(man.version), str(man.name))
+        old = self.model
+        self.model = new
+        if getattr(self, "fast", None) is not None:
+            self.fast.model = new  # one reference assignment: atomic for the fast path
+        self.model_error = None
+        self.metrics.model_info(new.name, new.version)
+        self._record_event("model", {"action": "loaded", "name": new.name, "version": new.version,
+                                     "previous": old.version if old else None})
+        log.info("model %s %s loaded", new.name, new.version)
+        return True
+
+    def _record_event(self, kind: str, detail: dict) -> None:
+        self.recorder.record_event(kind, {"device": self.cfg.device_id, **detail}, priority=0)
+
+    def _build_fastpath(self) -> FastPath:
+        cfg = self.cfg
+        fast_ch = tuple(self.spec.channels)
+        fast_limits = [HardLimit(lim.channel, lim.above, lim.below)
+                       for lim in cfg.limits if lim.channel in fast_ch]
+        slow_ch = tuple(c for s in self.sources[1:] for c in s.channels)
+        slow_limits = [HardLimit(lim.channel, lim.above, lim.below)
+                       for lim in cfg.limits if lim.channel not in fast_ch]
+        for lim in slow_limits:
+            if lim.channel not in slow_ch:
+                raise SensormlError(
+                    f"limits: channel {lim.channel!r} is not produced by any source "
+                    f"(fast: {', '.join(fast_ch)}; slow: {', '.join(slow_ch) or 'none'})")
+        slow_tracker = SlowTracker(self.spec) if self.spec.slow_channels else None
+        return FastPath(
+            self.spec, model=self.model,
+            limits=LimitChecker(fast_limits, fast_ch) if fast_limits else None,
+            slow_limits=LimitChecker(slow_limits) if slow_limits else None,
+            watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
+            recorder=self.recorder, metrics=self.metrics,
+            slow_tracker=slow_tracker,
+            reset_input=cfg.reset_input, on_reset=self.reset,
+        )
+
+    # ------------------------------------------------------------- control
+    def reset(self, by: str) -> dict:
+        """Clear the latch and run every actuator's reset. Called from any thread."""
+        if not self.latch.reset(by, time.time()):
+            return {"ok": True, "detail": "not tripped"}
+        model = self.model
+        if model is not None:
+            model.decider.reset()  # don't re-trip on the windows that caused the trip
+        errors = []
+        for a in self.actuators:
+            try:
+                a.reset()
+            except Exception as e:  # noqa: BLE001 - reported to the operator
+                errors.append(str(e))
+        self._record_event("reset", {"by": by, "errors": errors})
+        log.warning("RESET by %s%s", by, f" errors: {errors}" if errors else "")
+        return {"ok": not errors, "detail": "; ".join(errors) or "reset"}
+
+    def status(self) -> dict:
+        m = self.model
+        return {
+            "device_id": self.cfg.device_id, "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "tripped": self.latch.tripped, "trip_reason": self.latch.reason,
+            "model": {"name": m.name, "version": m.version} if m else None,
+            "model_error": self.model_error,
+            "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None
+            else round(self.fast.last_trip_latency_s * 1e3, 3),
+            "windows": self.fast.windows, "queue_depth": self.q.qsize(),
+            "sources": {s.url: s.stats() for s in self.sources},
+            "recorder": self.recorder.stats(),
+            "metrics": self.metrics.summary(),
+        }
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> None:
+        from sensorml.control import ControlServer
+
+        self.fast = self._build_fastpath()
+        self.recorder.start()
+        self.control = ControlServer(self, self.cfg.metrics.host, self.cfg.metrics.port)
+        self.control.start()
+        (self.cfg.state_dir / "gateway.json").write_text(json.dumps({
+            "pid": os.getpid(), "host": self.cfg.metrics.host, "port": self.control.port,
+            "device_id": self.cfg.device_id, "started": self.started}))
+        for s in self.sources:
+            s.start()
+        threading.Thread(target=self._reload_loop, name="model-reload", daemon=True).start()
+        self._record_event("start", {"model": self.model.version if self.model else None})
+        log.info("gateway %s running: control on %s:%d", self.cfg.device_id,
+                 self.cfg.metrics.host, self.control.port)
+        print(f"gateway {self.cfg.device_id} running; metrics http://{self.cfg.metrics.host}:"
+              f"{self.control.port}/metrics", flush=True)
+        tick = min(0.05, self.watchdog.timeout_s / 4)
+        fast, get = self.fast, self.q.get
+        try:
+            while not self._stop.is_set():
+                try:
+                    kind, item = get(timeout=tick)
+                except queue.Empty:
+                    fast.tick()
+                    continue
+                if kind == _FAST:
+                    fast.on_fast_block(item)
+                elif kind == _SLOW:
+                    fast.on_slow_block(item)
+                else:
+                    self._source_event(item)
+                fast.tick()
+        finally:
+            self.close()
+
+    def _source_event(self, ev) -> None:
+        self.metrics.source_events.inc()
+        self._record_event("source", {"kind": ev.kind, "source": ev.source,
+                                      "message": ev.message})
+        (log.warning if ev.kind in ("outage", "error") else log.info)(
+            "source %s: %s %s", ev.source, ev.kind, ev.message)
+
+    def _reload_loop(self) -> None:
+        bundle = self.cfg.model.bundle
+        while not self._stop.wait(self.cfg.model.watch_s):
+            changed = bundle is not None and _mtime(bundle) != self._bundle_mtime
+            if self._reload.is_set() or changed:
+                self._reload.clear()
+                self.load_model()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        for s in self.sources:
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping source")
+        self._record_event("stop", {"windows": getattr(self.fast, "windows", 0)})
+        self.recorder.close()
+        if self.control:
+            self.control.stop()
+        for a in self.actuators:
+            try:
+                a.close()
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            (self.cfg.state_dir / "gateway.json").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _mtime(bundle: Path) -> float:
+    try:
+        p = bundle / "manifest.json" if bundle.is_dir() else bundle
+        return p.stat().st_mtime_ns / 1e9 + (p.resolve().stat().st_ino if p.exists() else 0)
+    except OSError:
+        return 0.0
+
+
+def run_gateway(cfg: GatewayConfig) -> int:
+    gw = Gateway(cfg)
+    gw.open()
+    signal.signal(signal.SIGTERM, lambda *_: gw.stop())
+    signal.signal(signal.SIGINT, lambda *_: gw.stop())
+    signal.signal(signal.SIGHUP, lambda *_: gw.request_reload())
+    gw.run()
+    return 0
