@@ -15,6 +15,7 @@ import time
 import tty
 
 import pytest
+from pymodbus import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -272,17 +273,20 @@ def test_register_trip_with_int_value(server):
         act.close()
 
 
-class NonStickingServer:
-    """A pymodbus server whose writes to coils and registers are acknowledged but not
-    stored (a device in local/manual mode): read-back must catch it."""
+class PymodbusServer:
+    """pymodbus's own TCP server in a thread, for what the shared test server does not do:
+    ``sticky=False`` acknowledges writes without storing them (a device in local/manual
+    mode: read-back must catch it); ``framer=FramerType.RTU`` speaks RTU frames over TCP
+    (pyserial's ``socket://`` URL makes that a serial line for the RTU client)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sticky: bool = True, framer: FramerType = FramerType.SOCKET) -> None:
         self.port = 0
+        self.sticky, self.framer = sticky, framer
         self._ready = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
 
     async def _ignore_writes(self, fc, start, address, count, registers, values):
-        if values is not None:
+        if values is not None and not self.sticky:
             values[:] = [False] * len(values) if fc in (5, 15) else [0] * len(values)
         return None
 
@@ -292,14 +296,14 @@ class NonStickingServer:
                   [SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
                   [SimData(0, count=16, values=0, datatype=DataType.REGISTERS)])
         device = SimDevice(1, simdata=blocks, action=self._ignore_writes)
-        self.server = ModbusTcpServer(device, address=("127.0.0.1", 0))
+        self.server = ModbusTcpServer(device, address=("127.0.0.1", 0), framer=self.framer)
         self.loop = asyncio.get_running_loop()
         await self.server.serve_forever(background=True)
         self.port = self.server.transport.sockets[0].getsockname()[1]
         self._ready.set()
         await self.server.serving
 
-    def __enter__(self) -> NonStickingServer:
+    def __enter__(self) -> PymodbusServer:
         self._thread.start()
         assert self._ready.wait(5), "server did not start"
         return self
@@ -310,7 +314,7 @@ class NonStickingServer:
 
 
 def test_read_back_mismatch_is_retried_then_fails():
-    with NonStickingServer() as srv:
+    with PymodbusServer(sticky=False) as srv:
         act = open_actuator(coil_spec(f"modbus-tcp://127.0.0.1:{srv.port}", retries=1))
         try:
             with pytest.raises(TripError, match="read-back mismatch: coil 0 reads 0 after writing 1") as e:
@@ -322,6 +326,19 @@ def test_read_back_mismatch_is_retried_then_fails():
         act = open_actuator(coil_spec(f"modbus-tcp://127.0.0.1:{srv.port}", verify=False))
         try:
             assert act.trip().detail.endswith("(not verified)")
+        finally:
+            act.close()
+
+
+def test_rtu_coil_trip_over_a_serial_line():
+    """modbus-rtu: RTU frames over pyserial's socket:// line to pymodbus's RTU framer."""
+    with PymodbusServer(framer=FramerType.RTU) as srv:
+        act = open_actuator(coil_spec(f"modbus-rtu://socket://127.0.0.1:{srv.port}?baud=115200",
+                                      address=4))
+        try:
+            r = act.trip()
+            assert r.ok and r.attempts == 1 and "read back" in r.detail
+            assert act.reset().ok
         finally:
             act.close()
 
