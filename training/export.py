@@ -4,7 +4,8 @@
   node plus three arithmetic nodes; the scaler is folded into the split thresholds.
   Output ``score`` = ``-decision_function(x)`` (higher is more anomalous).
 - :func:`pca_to_onnx`: StandardScaler + PCA reconstruction error (SPE/Q) or Hotelling
-  T², as Sub → MatMul → Mul → ReduceSum (the scaler folded into the matrix).
+  T², as Sub → Sub → MatMul → Mul → ReduceSum (the scaler folded into the matrix,
+  the centre split into a float32 hi/lo pair to keep precision).
 
 Why folding stays exact: scikit-learn's tree compares ``float32(scaled(x)) <= t`` with
 ``t`` a float64. ``scaled`` is monotone in ``x``, so the set of float32 ``x`` that go
@@ -210,10 +211,15 @@ def pca_to_onnx(pca: PCA, scaler: StandardScaler | None = None, *, kind: str = "
     else:
         raise ValueError(f"kind: {kind!r} is not 'spe' or 't2'")
     mat = proj / scale[:, None]
-    inits = [numpy_helper.from_array(centre.astype(np.float32), "centre"),
+    # the centre as a float32 pair (hi + lo): x - hi is exact for x near hi, so features
+    # whose spread is tiny next to their mean (60.00 ± 0.01 °C) keep their precision
+    hi = centre.astype(np.float32)
+    lo = (centre - hi.astype(np.float64)).astype(np.float32)
+    inits = [numpy_helper.from_array(hi, "centre_hi"), numpy_helper.from_array(lo, "centre_lo"),
              numpy_helper.from_array(mat.astype(np.float32), "proj"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    nodes = [helper.make_node("Sub", [INPUT_NAME, "centre"], ["d"]),
+    nodes = [helper.make_node("Sub", [INPUT_NAME, "centre_hi"], ["d_hi"]),
+             helper.make_node("Sub", ["d_hi", "centre_lo"], ["d"]),
              helper.make_node("MatMul", ["d", "proj"], ["r"]),
              helper.make_node("Mul", ["r", "r"], ["r2"]),
              helper.make_node("ReduceSum", ["r2", "axis1"], [OUTPUT_NAME], keepdims=1)]
@@ -223,18 +229,26 @@ def pca_to_onnx(pca: PCA, scaler: StandardScaler | None = None, *, kind: str = "
 
 def reference_scores(model, scaler: StandardScaler | None, X: np.ndarray, *,
                      kind: str = "spe") -> np.ndarray:
-    """scikit-learn's anomaly score (float64) for float32 rows, the parity reference."""
+    """The anomaly score of float32 rows as scikit-learn defines it: the parity reference.
+
+    IsolationForest: ``-decision_function`` of scikit-learn's own (float32) pipeline, which
+    the compact graph reproduces exactly. PCA: SPE or T² computed in float64 from the
+    float32 rows (scikit-learn's float32 scaler loses digits on features whose spread is
+    tiny next to their mean; the graph does not).
+    """
     X32 = np.asarray(X, np.float32)
-    z = scaler.transform(X32) if scaler is not None else X32
     if isinstance(model, IsolationForest):
+        z = scaler.transform(X32) if scaler is not None else X32
         return -model.decision_function(z).astype(np.float64)
-    z = z.astype(np.float64)
+    z = X32.astype(np.float64)
+    if scaler is not None:
+        z = scaler.transform(z)
     c = z - model.mean_
+    w = model.components_.astype(np.float64)
     if kind == "spe":
-        t = c @ model.components_.T
-        r = c - t @ model.components_
+        r = c - (c @ w.T) @ w
         return (r * r).sum(axis=1)
-    t = (c @ model.components_.T) / np.sqrt(model.explained_variance_)
+    t = (c @ w.T) / np.sqrt(model.explained_variance_)
     return (t * t).sum(axis=1)
 
 
