@@ -102,14 +102,14 @@ class CsvDecoder:
         end = data.rfind(b"\n")
         if end < 0:
             self._buf += data
-            if len(self._buf) > MAX_LINE:
+            if len(self._buf) > MAX_LINE + 1:
                 self._buf = b""
                 self._discarding = True
                 self.bad_lines += 1
             return self._empty(), []
         chunk = self._buf + data[: end + 1]
         self._buf = data[end + 1 :]
-        if len(self._buf) > MAX_LINE:
+        if len(self._buf) > MAX_LINE + 1:
             self._buf = b""
             self._discarding = True
             self.bad_lines += 1
@@ -145,6 +145,9 @@ class CsvDecoder:
             stripped = line.strip()
             if not stripped:
                 continue
+            if len(line) > MAX_LINE:
+                self.bad_lines += 1
+                continue
             if stripped[:1] != b"#":
                 data.append(line)
             elif stripped.lower().startswith(HEADER_PREFIX):
@@ -172,7 +175,13 @@ class CsvDecoder:
         self._inferred = False
         return changed and rows_before > 0
 
-    def _field_counts(self, chunk: bytes) -> np.ndarray:
+    @staticmethod
+    def _newlines(chunk: bytes) -> np.ndarray:
+        return np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+
+    @staticmethod
+    def _field_counts(chunk: bytes) -> np.ndarray:
+        """Fields per line of ``chunk`` (which ends with a newline), vectorised."""
         raw = np.frombuffer(chunk, np.uint8)
         newlines = np.flatnonzero(raw == 10)
         return np.diff(np.cumsum(raw == 44)[newlines], prepend=0) + 1
@@ -200,6 +209,8 @@ class CsvDecoder:
         fields = self._field_counts(chunk)
         if fields.size and (fields.min() != ch or fields.max() != ch):
             return None
+        if len(chunk) > MAX_LINE and np.diff(self._newlines(chunk), prepend=-1).max() > MAX_LINE + 1:
+            return None
         tokens = chunk.replace(b"\n", b",").split(b",")
         tokens.pop()  # after the final newline
         try:
@@ -216,7 +227,7 @@ class CsvDecoder:
             if not line.strip():
                 continue
             fields = line.split(b",")
-            if len(fields) != ch:
+            if len(fields) != ch or len(line) > MAX_LINE:
                 self.bad_lines += 1
                 continue
             try:
