@@ -340,7 +340,10 @@ class Recorder:
         with self._lock:
             self.errors += 1
             self.last_error = msg
-        log.warning("buffer %s write failed (attempt %d): %s", self.path, attempt, msg)
+            n = self.errors
+        if n <= 3 or n % 100 == 0:  # don't flood the log while the disk stays full
+            log.warning("buffer %s write failed (%d errors so far, attempt %d): %s",
+                        self.path, n, attempt, msg)
         if "full" in str(e):
             try:
                 buf.enforce_cap(force=True)
