@@ -491,6 +491,10 @@ class FeatureExtractor:
         out = np.empty((self._c, self._per))
         mean = np.add.reduce(x, axis=1)
         mean /= n
+        bad = ~np.isfinite(mean)  # exact: float32 sums cannot overflow in float64
+        if bad.any():  # compute on zeros (no warnings), report NaN at the end
+            x[bad] = 0.0
+            mean[bad] = 0.0
         np.subtract(x, mean[:, None], out=d)
         m2 = np.vecdot(d, d)
         m2 /= n
@@ -517,7 +521,6 @@ class FeatureExtractor:
         else:
             np.multiply(d, self._hann, out=w)
             self._spectrum(np.fft.rfft(w, axis=1), self._bands, None, out, 7)
-        bad = ~np.isfinite(mean)
         if bad.any():
             out[bad] = np.nan
         res = out.ravel()
