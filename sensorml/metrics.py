@@ -46,6 +46,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_UPDATES = ("inc", "dec", "set", "observe", "set_function")
 
 
 def format_value(v: float) -> str:
@@ -91,6 +92,13 @@ class _Metric:
         self._children: dict[tuple[str, ...], _Metric] = {}
         self._children_lock = threading.Lock()
         self._reset()
+        if self.labelnames:  # the parent only hands out children
+            for op in _UPDATES:
+                setattr(self, op, self._needs_labels)
+
+    def _needs_labels(self, *args: object) -> None:
+        raise ValueError(f"metric {self.name} has labels {self.labelnames}: "
+                         "use .labels(...) first")
 
     def _reset(self) -> None:
         raise NotImplementedError
@@ -113,17 +121,14 @@ class _Metric:
                 if child is None:
                     child = type(self).__new__(type(self))
                     child.__dict__.update(self.__dict__)
+                    for op in _UPDATES:
+                        child.__dict__.pop(op, None)
                     child.labelvalues = key
                     child._children = {}
                     child._lock = threading.Lock() if self.threadsafe else None
                     child._reset()
                     self._children[key] = child
         return child
-
-    def _check_unlabelled(self) -> None:
-        if self.labelnames and not self.labelvalues:
-            raise ValueError(f"metric {self.name} has labels {self.labelnames}: "
-                             "use .labels(...) first")
 
     def _series(self) -> Iterator[_Metric]:
         if self.labelnames:
@@ -166,7 +171,6 @@ class Counter(_Metric):
                 self.value += n
 
     def _own_samples(self, pairs):
-        self._check_unlabelled()
         yield self.name, pairs, self.value
 
 
@@ -197,7 +201,6 @@ class Gauge(_Metric):
         self._fn = fn
 
     def _own_samples(self, pairs):
-        self._check_unlabelled()
         v = self.value
         if self._fn is not None:
             try:
@@ -238,7 +241,6 @@ class Histogram(_Metric):
                 self.count += 1
 
     def _own_samples(self, pairs):
-        self._check_unlabelled()
         counts, total, acc = list(self.counts), self.sum, 0
         for bound, c in zip((*self.bounds, math.inf), counts):
             acc += c
