@@ -266,6 +266,12 @@ class _Checker:
         typ = self.choice(typ, tuple(TYPE_WIDTH), f"{at}.type")
         if bit and typ != "bool":
             raise self.error(f"{at}.type", f"{typ!r} does not fit a {table} table (only 'bool')")
+        if isinstance(raw["address"], str):
+            raise self.error(
+                f"{at}.address",
+                f"{raw['address']!r} is not an integer (use the 0-based protocol address: "
+                "register 40001 is holding address 0)",
+            )
         address = self.integer(raw["address"], 0, 65535, f"{at}.address")
         width = 1 if bit else TYPE_WIDTH[typ]
         if address + width - 1 > 65535:
