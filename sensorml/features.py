@@ -114,6 +114,9 @@ class FeatureSpec:
             raise ConfigError(f"features.slow_channels: {sorted(dup)} also in channels")
         st(self, "sample_rate", _pos_float("sample_rate", self.sample_rate))
         st(self, "window", _pos_int("window", self.window))
+        if self.window < 4:
+            raise ConfigError(f"features.window: {self.window} samples is too short "
+                              "for a spectrum (at least 4)")
         hop = max(1, self.window // 2) if self.hop is None else _pos_int("hop", self.hop)
         if hop > self.window:
             raise ConfigError(f"features.hop: {hop} is larger than window {self.window} "

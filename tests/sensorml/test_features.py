@@ -338,6 +338,7 @@ def test_from_dict_needs_the_required_keys() -> None:
 
 @pytest.mark.parametrize("kw, message", [
     ({"window": 0}, "features.window: 0 must be > 0"),
+    ({"window": 3}, "features.window: 3 samples is too short"),
     ({"window": 10.5}, "features.window: 10.5 is not a whole number"),
     ({"hop": 2048}, "features.hop: 2048 is larger than window 1024"),
     ({"hop": 0}, "features.hop: 0 must be > 0"),
