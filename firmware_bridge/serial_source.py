@@ -34,31 +34,16 @@ import numpy as np
 import serial
 
 from firmware_bridge.block import Block, Quality
+from firmware_bridge.codec import detect_format
 from firmware_bridge.codec.csvlines import CsvDecoder
 from firmware_bridge.codec.frames import DecodedFrame, FrameDecoder, Message
 from firmware_bridge.errors import ConfigError, PortError, TripError
 from firmware_bridge.source import BlockSink, EventSink, Source, split_url
 
-__all__ = ["SerialSource", "describe_open_error", "detect_format"]
+__all__ = ["SerialSource", "describe_open_error"]
 
 _KNOWN_PARAMS = ("baud", "format", "channels", "rate", "block")
 _FORMATS = ("csv", "frames")
-
-
-def detect_format(head: bytes) -> str | None:
-    """Guess the wire format from the first bytes; None while undecided.
-
-    A 0x00 only ever appears in binary frames; CSV is printable text with newlines.
-
-    >>> detect_format(b"1.0,2.0\\n3.0,4.0\\n5.0,6.0\\n"), detect_format(b"\\x05ab\\x00")
-    ('csv', 'frames')
-    >>> detect_format(b"1.0,2")
-    """
-    if b"\x00" in head:
-        return "frames"
-    if head.count(b"\n") >= 3 and not head.translate(None, bytes(range(32, 127)) + b"\t\r\n"):
-        return "csv"
-    return "csv" if len(head) >= 8192 else None
 
 
 def describe_open_error(port: str, exc: BaseException) -> str:
@@ -334,6 +319,7 @@ class SerialSource(Source):
             fresh.channels = dec.channels
         self._decoder = fresh
         self._bad_lines_seen = 0
+        self._probe = b""
 
     def _fail_waiters(self, reason: str) -> None:
         with self._waiters_lock:

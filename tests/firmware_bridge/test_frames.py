@@ -245,7 +245,11 @@ def test_splitting_the_stream_anywhere_gives_the_same_result(specs, junk, cuts):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=1200))
+@given(st.one_of(
+    st.binary(max_size=1200),
+    # zero-heavy payloads (i16 near zero, 0.0 floats) take the vectorised path
+    st.lists(st.sampled_from([0, 0, 1, 2, 255]), max_size=3000).map(bytes),
+))
 def test_cobs_round_trip_has_no_zero_and_bounded_overhead(data):
     enc = cobs.encode(data)
     assert b"\x00" not in enc
