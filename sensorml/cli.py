@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--quiet", action="store_true", help="no progress line")
 
     k = add("keygen", cmd_keygen, "Make an Ed25519 key pair for signing model bundles.")
-    k.add_argument("--dir", required=True, help="folder for sensorml.key and sensorml.pub")
+    k.add_argument("--dir", required=True, help="folder for signing.key (private) and signing.pub")
 
     for name, fn, help_ in (
         ("simulate", cmd_simulate, "Run a simulated machine on a pty and/or Modbus TCP port "

@@ -194,6 +194,7 @@ class FastPath:
             results = trip_all(self.actuators, cause)
         except TripError as e:  # loud: logged, recorded, counted; the latch stays set
             error = str(e)
+            results = [r for r in getattr(e, "results", []) if r is not None]
             self.m.trip_failures.inc()
             log.error("TRIP FAILED: %s", e)
         t1 = time.perf_counter()

@@ -83,10 +83,18 @@ class Gateway:
                                             lambda e: self._put(_EVENT, e),
                                             **self._source_options(s)))
         from firmware_bridge.actuators import open_actuator
+        from firmware_bridge.errors import PortError
 
         for spec in cfg.trip:
             link = self.serial_link if spec.kind == "serial-command" else None
-            self.actuators.append(open_actuator(spec, serial_link=link))
+            try:
+                self.actuators.append(open_actuator(spec, serial_link=link))
+            except PortError as e:
+                # Start anyway (hard limits and the watchdog must run), connect at trip time,
+                # and say so loudly: a trip path that is down now is an operator's problem.
+                log.error("trip actuator not reachable at start: %s", e)
+                self._record_event("actuator", {"error": str(e)})
+                self.actuators.append(open_actuator(spec, serial_link=link, connect=False))
         self.load_model(initial=True)
 
     @staticmethod
@@ -174,12 +182,14 @@ class Gateway:
         model = self.model
         if model is not None:
             model.decider.reset()  # don't re-trip on the windows that caused the trip
+        from firmware_bridge.actuators import reset_all
+        from firmware_bridge.errors import BridgeError
+
         errors = []
-        for a in self.actuators:
-            try:
-                a.reset()
-            except Exception as e:  # noqa: BLE001 - reported to the operator
-                errors.append(str(e))
+        try:
+            reset_all(self.actuators)
+        except BridgeError as e:
+            errors.append(str(e))
         self._record_event("reset", {"by": by, "errors": errors})
         log.warning("RESET by %s%s", by, f" errors: {errors}" if errors else "")
         return {"ok": not errors, "detail": "; ".join(errors) or "reset"}
