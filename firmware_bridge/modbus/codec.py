@@ -110,7 +110,10 @@ def encode_value(point: Point, value: float | int | bool) -> list[int]:
     """
     if point.is_bit or point.type == "bool":
         return [1 if value else 0]
-    raw: float | int = (value - point.offset) / point.scale
+    if isinstance(value, int) and point.scale == 1.0 and point.offset == 0.0:
+        raw: float | int = value  # exact, also beyond float64's 53-bit mantissa
+    else:
+        raw = (value - point.offset) / point.scale
     fmt = _FORMAT[point.type]
     if point.type in _INT_RANGE:
         if not math.isfinite(raw):
