@@ -158,7 +158,7 @@ class FeatureSpec:
         lo = max(nyq / 256, 2 * self.sample_rate / self.window)
         if lo >= nyq:
             return ((0.0, nyq),)
-        e = [round(float(v), 1) for v in np.geomspace(lo, nyq, 7)]
+        e = [float(f"{v:.4g}") for v in np.geomspace(lo, nyq, 7)]
         e[-1] = nyq
         bands = tuple((e[i], e[i + 1]) for i in range(6) if self._bins(e[i], e[i + 1]).size)
         return bands or ((0.0, nyq),)

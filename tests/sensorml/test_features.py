@@ -304,8 +304,11 @@ def test_default_bands_are_log_spaced_up_to_nyquist() -> None:
     assert len(spec.bands) == 6 and edges[-1] == FS / 2
     ratios = np.diff(np.log(edges))
     assert np.allclose(ratios, ratios[0], rtol=1e-3)
-    tiny = FeatureSpec(channels=("ax",), sample_rate=1000.0, window=16)
-    assert tiny.bands and compute_features(np.ones((16, 1)), tiny).size == len(tiny.names())
+    for rate, window in ((1000.0, 16), (10.0, 1024), (1.0, 64), (1e6, 4096)):
+        s = FeatureSpec(channels=("ax",), sample_rate=rate, window=window)
+        assert s.bands[-1][1] == rate / 2
+        x = np.random.default_rng(0).standard_normal((window, 1))
+        assert compute_features(x, s).size == len(s.names())
 
 
 def test_spec_round_trips_through_json() -> None:
