@@ -229,7 +229,8 @@ class Recorder:
                    "buffer": dict(self._buf_stats)}
         out["commit_ms"] = {"p50": _percentile(commit_ms, 0.5),
                             "p99": _percentile(commit_ms, 0.99),
-                            "max": max(commit_ms, default=None)}
+                            "max": max(commit_ms, default=None),
+                            "over_5ms": sum(ms > 5.0 for ms in commit_ms), "n": len(commit_ms)}
         out["checkpoint_ms"] = {"n": len(ckpt_ms), "max": max(ckpt_ms, default=None)}
         out["alive"] = self._thread is not None and self._thread.is_alive()
         return out

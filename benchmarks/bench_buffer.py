@@ -1,0 +1,146 @@
+"""Recorder and buffer figures: enqueue cost on the fast path, writer throughput,
+commit latency and the spikes WAL checkpoints cause.
+
+Run: ``python -m benchmarks buffer``. Figures are medians of several runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sensorml.buffer import Buffer
+from sensorml.recorder import Recorder
+
+FEATS = np.random.default_rng(0).random(40, dtype=np.float32)
+RAW = np.random.default_rng(1).random((1024, 3), dtype=np.float32)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def enqueue_cost(d: Path, paced_hz: float | None, n: int) -> tuple[float, float]:
+    """µs per ``record_score`` call (p50, p99) with the writer running beside it."""
+    times = []
+    with Recorder(d / "enq.db", queue_size=max(20000, n)) as rec:
+        pc = time.perf_counter_ns
+        period = 1.0 / paced_hz if paced_hz else 0.0
+        next_t = time.perf_counter()
+        for i in range(n):
+            t0 = pc()
+            rec.record_score(1.0, i, 0.5, 0, "m-1", FEATS)
+            times.append((pc() - t0) / 1e3)
+            if period:  # the real arrival rate: the fast path waits on its queue (GIL free)
+                next_t += period
+                time.sleep(max(0.0, next_t - time.perf_counter()))
+        rec.flush(60)
+        dropped = rec.stats()["dropped"]["scores"]
+    if dropped:
+        print(f"    (writer fell behind: {dropped} scores dropped)")
+    return _pct(times, 0.5), _pct(times, 0.99)
+
+
+def writer_throughput(d: Path, n: int, raw: bool, wal_pages: int = 4000) -> tuple[float, dict]:
+    """Rows/s the writer commits from a full queue (writer parked while it fills)."""
+    path = d / f"thr-{time.perf_counter_ns()}.db"
+    rec = Recorder(path, queue_size=n, batch=256, start=False, flush_interval_s=0.05,
+                   buffer_options={"wal_autocheckpoint": wal_pages})
+    for i in range(n):
+        if raw:
+            rec.record_raw(1.0, "sample", ("ax", "ay", "az"), 25600.0, RAW)
+        else:
+            rec.record_score(1.0, i, 0.5, 0, "m-1", FEATS)
+    t0 = time.perf_counter()
+    rec.start()
+    assert rec.flush(120)
+    dt = time.perf_counter() - t0
+    st = rec.stats()
+    rec.close()
+    return n / dt, st
+
+
+def sustained(d: Path, rate_hz: float, seconds: float) -> dict:
+    """Scores at a steady rate for a while: commit latency, spikes, idle checkpoints."""
+    with Recorder(d / "sus.db", flush_interval_s=0.05, idle_checkpoint_s=0.2) as rec:
+        period = 1.0 / rate_hz
+        t_end = time.perf_counter() + seconds
+        next_t = time.perf_counter()
+        i = 0
+        while time.perf_counter() < t_end:
+            rec.record_score(time.time(), i, 0.5, 0, "m-1", FEATS)
+            i += 1
+            if i % 1000 == 0:  # a pause now and then lets the idle checkpoint run
+                threading.Event().wait(0.3)
+                next_t = time.perf_counter()
+            next_t += period
+            time.sleep(max(0.0, next_t - time.perf_counter()))
+        rec.flush(60)
+        return rec.stats()
+
+
+def direct_executemany(d: Path, n: int, batch: int) -> float:
+    """Rows/s of ``Buffer.write`` alone (no queue): the SQLite floor for scores."""
+    rows = [(1.0, i, 0.5, 0, "m-1", FEATS.tobytes()) for i in range(batch)]
+    with Buffer(d / f"direct-{batch}.db") as b:
+        t0 = time.perf_counter()
+        for _ in range(n // batch):
+            b.write(scores=rows)
+        return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        runs = [enqueue_cost(d, None, 20000) for _ in range(3)]
+        print(f"record_score enqueue, tight loop: p50 {statistics.median(r[0] for r in runs):.2f} µs"
+              f"  p99 {statistics.median(r[1] for r in runs):.2f} µs")
+        p50, p99 = enqueue_cost(d, 2000.0, 4000)
+        print(f"record_score enqueue, paced 2000/s: p50 {p50:.2f} µs  p99 {p99:.2f} µs")
+        t = []
+        for _ in range(3):
+            t0 = time.perf_counter_ns()
+            rec = Recorder(d / f"raw-{len(t)}.db", queue_size=5000, start=False)
+            for _ in range(2000):
+                rec.record_raw(1.0, "around_alarm", ("ax", "ay", "az"), 25600.0, RAW)
+            t.append((time.perf_counter_ns() - t0) / 2000 / 1e3)
+            rec.close()
+        print(f"record_raw enqueue (1024x3 float32, copied): {statistics.median(t):.2f} µs/call")
+
+        for batch in (100, 256):
+            r = statistics.median(direct_executemany(d, 100_000, batch) for _ in range(3))
+            print(f"Buffer.write scores, {batch}/transaction (no queue): {r:,.0f} rows/s")
+        res = [writer_throughput(d, 100_000, raw=False) for _ in range(3)]
+        st = res[1][1]
+        print(f"writer throughput, scores + 40 float32 features: "
+              f"{statistics.median(r[0] for r in res):,.0f} rows/s; commit p50 "
+              f"{st['commit_ms']['p50']:.2f} ms p99 {st['commit_ms']['p99']:.2f} ms "
+              f"max {st['commit_ms']['max']:.1f} ms, {st['commit_ms']['over_5ms']}/"
+              f"{st['commit_ms']['n']} commits > 5 ms (256 rows/commit)")
+        for pages in (1000, 200):
+            res = [writer_throughput(d, 100_000, raw=False, wal_pages=pages) for _ in range(3)]
+            c = res[1][1]["commit_ms"]
+            print(f"  same with wal_autocheckpoint={pages} pages: "
+                  f"{statistics.median(r[0] for r in res):,.0f} rows/s; commit p99 {c['p99']:.2f} "
+                  f"ms max {c['max']:.1f} ms, {c['over_5ms']}/{c['n']} commits > 5 ms")
+        res = [writer_throughput(d, 3000, raw=True) for _ in range(3)]
+        print(f"writer throughput, raw windows 1024x3 float32: "
+              f"{statistics.median(r[0] for r in res):,.0f} rows/s "
+              f"({statistics.median(r[0] for r in res) * RAW.nbytes / 1e6:.0f} MB/s)")
+
+        st = sustained(d, 2000.0, 6.0)
+        c = st["commit_ms"]
+        print(f"sustained 2000 scores/s for 6 s: {st['commits']} commits, p50 {c['p50']:.2f} ms "
+              f"p99 {c['p99']:.2f} ms max {c['max']:.1f} ms, {c['over_5ms']} > 5 ms; idle PASSIVE checkpoints "
+              f"{st['checkpoint_ms']['n']} (max {st['checkpoint_ms']['max'] or 0:.1f} ms); "
+              f"dropped {sum(st['dropped'].values())}")
+
+
+if __name__ == "__main__":
+    main()
