@@ -24,11 +24,13 @@ reopens with exponential backoff (waiting on an Event, never spinning) and repor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import serial
@@ -43,7 +45,10 @@ from firmware_bridge.source import BlockSink, EventSink, Source, split_url
 __all__ = ["SerialSource", "describe_open_error"]
 
 _KNOWN_PARAMS = ("baud", "format", "channels", "rate", "block")
-_FORMATS = ("csv", "frames")
+#: stats() name -> decoder counter name
+_STAT_NAMES = {"crc_errors": "crc_errors", "rejected_frames": "rejected", "bytes_skipped": "bytes_skipped",
+               "gaps": "gaps", "missed_frames": "missed", "restarts": "restarts", "frames": "frames",
+               "bad_lines": "bad_lines", "lines": "lines"}
 
 
 def describe_open_error(port: str, exc: BaseException) -> str:
@@ -65,16 +70,14 @@ def describe_open_error(port: str, exc: BaseException) -> str:
     return f"serial port {port}: cannot open: {exc}"
 
 
+@dataclass(eq=False, slots=True)
 class _Waiter:
-    """A pending command waiting for its ack."""
+    """A command waiting for its ack: the reader sets ``t_ack`` (or ``error``) and ``event``."""
 
-    __slots__ = ("cmd", "event", "t_ack", "error")
-
-    def __init__(self, cmd: str) -> None:
-        self.cmd = cmd
-        self.event = threading.Event()
-        self.t_ack = 0.0
-        self.error = ""
+    cmd: str
+    event: threading.Event = field(default_factory=threading.Event)
+    t_ack: float = 0.0
+    error: str = ""
 
 
 class SerialSource(Source):
@@ -111,7 +114,7 @@ class SerialSource(Source):
         self.port_name = port
         self.baud = int(baud if baud is not None else _num(query, "baud", 115200, url))
         self.format = format if format is not None else query.get("format") or None
-        if self.format is not None and self.format not in _FORMATS:
+        if self.format not in (None, "csv", "frames"):
             raise ConfigError(f"source URL {url!r}: format={self.format!r} is not one of csv, frames")
         if channels is None and query.get("channels"):
             channels = query["channels"]
@@ -205,22 +208,11 @@ class SerialSource(Source):
         """Counters: blocks, samples, bytes, crc_errors, gaps, missed_frames, bad_lines,
         outages, reopen_attempts, and more detail (rejected_frames, bytes_skipped, ...)."""
         dec = dict(self._retired)
-        if self._decoder is not None:
-            for k, v in self._decoder.counters().items():
-                dec[k] = dec.get(k, 0) + v
-        out: dict[str, float] = dict(self._counts)
-        out.update(
-            crc_errors=dec.get("crc_errors", 0),
-            rejected_frames=dec.get("rejected", 0),
-            bytes_skipped=dec.get("bytes_skipped", 0),
-            gaps=dec.get("gaps", 0),
-            missed_frames=dec.get("missed", 0),
-            restarts=dec.get("restarts", 0),
-            frames=dec.get("frames", 0),
-            bad_lines=dec.get("bad_lines", 0),
-            lines=dec.get("lines", 0),
-            rate=self.rate_fixed or self._rate_est,
-        )
+        for k, v in (self._decoder.counters() if self._decoder else {}).items():
+            dec[k] = dec.get(k, 0) + v
+        out: dict[str, float] = dict(self._counts, rate=self.rate_fixed or self._rate_est)
+        for ours, theirs in _STAT_NAMES.items():
+            out[ours] = dec.get(theirs, 0)
         return out
 
     # ------------------------------------------------------------ port handling
@@ -238,10 +230,8 @@ class SerialSource(Source):
     def _close(self) -> None:
         port = self._port
         if port is not None and hasattr(port, "cancel_read"):
-            try:
+            with contextlib.suppress(Exception):  # best-effort wake-up of the reader
                 port.cancel_read()
-            except Exception:  # noqa: BLE001 - best effort wake-up of the reader
-                pass
 
     def _run(self) -> None:
         lo, hi = self.reopen_backoff
@@ -282,10 +272,8 @@ class SerialSource(Source):
             finally:
                 with self._write_lock:
                     self._port = None
-                try:
+                with contextlib.suppress(Exception):  # closing a dead port may fail
                     port.close()
-                except Exception:  # noqa: BLE001 - closing a dead port may fail; nothing to do
-                    pass
                 self._retire_decoder()
             if outage:
                 self._stop.wait(delay)
@@ -395,16 +383,11 @@ class SerialSource(Source):
     def _csv_blocks(self, dec: CsvDecoder, rows: np.ndarray, t_recv: float) -> None:
         self.channels = dec.channels
         now = self.clock()
-        win = self._csv_window
-        if win is None:
-            self._csv_window = (now, 0)
-        else:
-            start, count = win[0], win[1] + rows.shape[0]
-            if now - start >= 1.0:
-                self._rate_est = count / (now - start)
-                self._csv_window = (now, 0)
-            else:
-                self._csv_window = (start, count)
+        start, count = self._csv_window or (now, -rows.shape[0])
+        count += rows.shape[0]  # rows since ``start`` (the first read only starts the clock)
+        if now - start >= 1.0:  # rate estimate over windows of >= 1 s of arrivals
+            self._rate_est, start, count = count / (now - start), now, 0
+        self._csv_window = (start, count)
         quality = self._pending_quality
         if dec.bad_lines != self._bad_lines_seen:
             self._bad_lines_seen = dec.bad_lines
@@ -428,7 +411,7 @@ class SerialSource(Source):
         self._counts["samples"] += block.n
         try:
             self.on_block(block)
-        except Exception as exc:  # noqa: BLE001 - a consumer bug must not kill the reader
+        except Exception as exc:  # a consumer bug must not kill the reader
             self.emit_event("error", f"serial port {self.port_name}: on_block raised {exc!r}")
 
 

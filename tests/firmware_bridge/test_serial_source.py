@@ -3,18 +3,20 @@ pyserial's ``loop://`` and a real TCP socket on 127.0.0.1 port 0."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
 
 import numpy as np
 import pytest
+import serial
 
 from firmware_bridge.block import Quality
 from firmware_bridge.codec.csvlines import encode_csv
 from firmware_bridge.codec.frames import encode_frame, encode_message
 from firmware_bridge.errors import ConfigError, PortError, TripError
-from firmware_bridge.serial_source import SerialSource
+from firmware_bridge.serial_source import SerialSource, describe_open_error
 from firmware_bridge.source import open_source
 
 FAST = {"reopen_backoff": (0.02, 0.2), "read_timeout": 0.05}
@@ -149,16 +151,21 @@ def test_send_command_on_a_missing_port_raises_trip_error(tmp_path, collector, s
         src.send_command("STOP", timeout_s=1.0)
 
 
+def _device_data(fmt: str, x: np.ndarray, seq: int) -> bytes:
+    return encode_csv(x) if fmt == "csv" else encode_frame(seq, seq * 1000, x)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "frames"])
 def test_port_unplugged_and_back_reports_outage_then_recovered(
-    tmp_path, make_pty, collector, start_source
+    fmt, tmp_path, make_pty, collector, start_source
 ):
     """A symlink stands for /dev/serial/by-id/...: the device vanishes (both pty ends
     closed) and comes back as a new pty behind the same name."""
     link = tmp_path / "ttyDEVICE"
     first = make_pty()
     os.symlink(first.path, link)
-    src = start_source(f"serial://{link}?format=csv&channels=ax,ay,az")
-    first.write(encode_csv(signal(10)))
+    src = start_source(f"serial://{link}?format={fmt}&channels=ax,ay,az")
+    first.write(_device_data(fmt, signal(10), seq=0))
     assert collector.wait(lambda c: c.n_rows() >= 10)
 
     first.close()
@@ -170,15 +177,17 @@ def test_port_unplugged_and_back_reports_outage_then_recovered(
     os.replace(tmp_link, link)
     assert collector.wait(lambda c: "recovered" in c.kinds())
     x = signal(10, seed=1)
-    second.write(encode_csv(x))
+    second.write(_device_data(fmt, x, seq=4))  # frames 1..3 were sent while unplugged
     assert collector.wait(lambda c: c.n_rows() >= 20)
 
-    after = [b for b in collector.blocks if b.samples[0, 0] == x[0, 0]][0]
+    after = collector.blocks[-1] if fmt == "frames" else [b for b in collector.blocks if b.samples[0, 0] == x[0, 0]][0]
     assert Quality.RECOVERED in after.quality and Quality.GAP in after.quality
     np.testing.assert_array_equal(collector.rows()[10:], x)
     stats = src.stats()
     assert stats["outages"] == 1
     assert collector.kinds().index("outage") < collector.kinds().index("recovered")
+    if fmt == "frames":
+        assert stats["missed_frames"] == 3
 
 
 def test_missing_port_is_one_line_port_error_naming_it(tmp_path, collector):
@@ -246,3 +255,46 @@ def test_open_source_dispatches_serial_urls_and_rejects_bad_options(collector):
         SerialSource("serial:///dev/ttyUSB0?buad=9600", collector.on_block)
     with pytest.raises(ConfigError, match="format='json'"):
         SerialSource("serial:///dev/ttyUSB0?format=json", collector.on_block)
+
+
+def test_open_errors_name_the_fix():
+    msg = describe_open_error("/dev/ttyUSB0", serial.SerialException(errno.EACCES, "could not open port"))
+    assert msg.startswith("serial port /dev/ttyUSB0: permission denied") and "dialout" in msg
+    msg = describe_open_error("/dev/ttyUSB0", serial.SerialException(errno.EAGAIN, "Could not exclusively lock port"))
+    assert "busy" in msg
+
+
+def test_frames_with_another_channel_count_than_configured_are_dropped_with_one_event(
+    pty_device, collector, start_source
+):
+    src = start_source(f"serial://{pty_device.path}?format=frames&channels=ax,ay,az")
+    pty_device.write(encode_frame(0, 0, signal(4, ch=2)) + encode_frame(1, 0, signal(4, ch=2))
+                     + encode_frame(2, 0, signal(4, ch=3)))
+    assert collector.wait(lambda c: c.n_rows() >= 4)
+    assert src.stats()["shape_errors"] == 2
+    assert [e.message for e in collector.events if e.kind == "error"] == [
+        f"serial port {pty_device.path}: frame 0 has 2 channels, configured 3 (ax,ay,az); dropped"
+    ]
+
+
+def test_csv_format_is_detected_and_a_failing_consumer_does_not_stop_the_reader(pty_device, collector):
+    calls: list[int] = []
+
+    def on_block(block) -> None:
+        calls.append(block.n)
+        if len(calls) == 1:
+            raise RuntimeError("consumer bug")
+        collector.on_block(block)
+
+    src = SerialSource(f"serial://{pty_device.path}?rate=1000", on_block, collector.on_event, **FAST)
+    src.start()
+    try:
+        assert collector.wait(lambda c: src.is_open)
+        pty_device.write(b"1,2\n3,4\n5,6\n7,8\n")
+        assert collector.wait(lambda c: "error" in c.kinds())
+        pty_device.write(b"9,10\n")
+        assert collector.wait(lambda c: c.n_rows() >= 1)
+        assert src.format == "csv" and collector.blocks[-1].rate == 1000.0
+        assert collector.blocks[-1].samples.tolist() == [[9.0, 10.0]]
+    finally:
+        src.stop()
