@@ -66,8 +66,6 @@ _FLAT = 1e-9  # std <= _FLAT * peak: the channel is flat
 _LOG_FLOOR = 1e-12
 _TINY = 1e-300  # keeps 0/0 at 0 in the fast path
 _TINY_M2 = 1e-150  # floor of m2 in the fast path (flat channels are overwritten anyway)
-_KEYS_OPTIONAL = ("hop", "bands", "envelope", "envelope_band", "envelope_bands",
-                  "slow_channels", "slow_window_s", "slow_rate")
 
 
 class FeatureInputError(SensormlError, ValueError):
@@ -86,11 +84,16 @@ Band = tuple[float, float]
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What the windows are and which features they give (validated at construction).
+    """What the windows are and which features they give (validated at construction;
+    a bad value raises :class:`~sensorml.errors.ConfigError` naming ``features.<key>``).
 
-    ``bands`` defaults to 6 log-spaced bands up to Nyquist; ``envelope_band`` to
-    2–5 kHz clipped below Nyquist; ``envelope_bands`` to 0–50, 50–150, 150–300,
-    300–500 Hz (bands without an FFT bin at this window are dropped from defaults).
+    ``channels`` fast channel names; ``sample_rate`` Hz; ``window``/``hop`` samples
+    (hop defaults to window/2); ``bands`` (lo_hz, hi_hz) pairs, default 6 log-spaced
+    bands up to Nyquist; ``envelope`` adds the envelope spectrum of ``envelope_band``
+    (default 2–5 kHz, kept below Nyquist) in ``envelope_bands`` (default 0–50, 50–150,
+    150–300, 300–500 Hz); ``slow_channels`` get level/trend over ``slow_window_s``
+    seconds (``slow_rate`` Hz spaces the rows of a plain array passed as ``slow``).
+    Defaults without an FFT bin at this window are dropped.
     """
 
     channels: tuple[str, ...]
@@ -129,21 +132,21 @@ class FeatureSpec:
         nyq = self.sample_rate / 2
         if self.bands is None:
             st(self, "bands", self._default_bands())
-        st(self, "bands", self._check_bands("bands", self.bands, 0.0))
+        st(self, "bands", self._check_bands("bands", self.bands))
         if self.envelope and self.envelope_band is None:
             st(self, "envelope_band", (min(2000.0, 0.4 * nyq), min(5000.0, nyq)))
         if self.envelope_band is not None:
-            eb = self._check_bands("envelope_band", (self.envelope_band,), 0.0)[0]
+            eb = self._check_bands("envelope_band", (self.envelope_band,), single=True)[0]
             if eb[0] <= 0:
                 raise ConfigError(f"features.envelope_band: {list(eb)} must start above 0 Hz")
             st(self, "envelope_band", eb)
         if self.envelope and self.envelope_bands is None:
-            st(self, "envelope_bands", tuple(
-                b for b in ((0.0, 50.0), (50.0, 150.0), (150.0, 300.0), (300.0, 500.0))
-                if self._bins(b[0], min(b[1], nyq)).size) or ((0.0, nyq),))
-            st(self, "envelope_bands", tuple((lo, min(hi, nyq)) for lo, hi in self.envelope_bands))
+            eb = ((0.0, 50.0), (50.0, 150.0), (150.0, 300.0), (300.0, 500.0))
+            eb = tuple((lo, min(hi, nyq)) for lo, hi in eb if lo < nyq)
+            st(self, "envelope_bands", tuple(b for b in eb if self._bins(*b).size)
+               or ((0.0, nyq),))
         if self.envelope_bands is not None:
-            st(self, "envelope_bands", self._check_bands("envelope_bands", self.envelope_bands, 0.0))
+            st(self, "envelope_bands", self._check_bands("envelope_bands", self.envelope_bands))
 
     # ------------------------------------------------------------- helpers
     def _bins(self, lo: float, hi: float) -> np.ndarray:
@@ -163,22 +166,24 @@ class FeatureSpec:
         bands = tuple((e[i], e[i + 1]) for i in range(6) if self._bins(e[i], e[i + 1]).size)
         return bands or ((0.0, nyq),)
 
-    def _check_bands(self, key: str, bands: Any, floor: float) -> tuple[Band, ...]:
+    def _check_bands(self, key: str, bands: Any, single: bool = False) -> tuple[Band, ...]:
         nyq = self.sample_rate / 2
         try:
             out = tuple((float(lo), float(hi)) for lo, hi in bands)
         except (TypeError, ValueError):
-            raise ConfigError(f"features.{key}: {bands!r} is not a list of [lo_hz, hi_hz] "
-                              "pairs") from None
+            what = "an [lo_hz, hi_hz] pair" if single else "a list of [lo_hz, hi_hz] pairs"
+            raise ConfigError(f"features.{key}: {bands[0] if single else bands!r} is not "
+                              f"{what}") from None
         if not out:
             raise ConfigError(f"features.{key}: empty (give at least one [lo_hz, hi_hz])")
         for i, (lo, hi) in enumerate(out):
-            if not (floor <= lo < hi <= nyq):
-                raise ConfigError(f"features.{key}[{i}]: [{lo:g}, {hi:g}] Hz is not within "
+            at = key if single else f"{key}[{i}]"
+            if not (0 <= lo < hi <= nyq):
+                raise ConfigError(f"features.{at}: [{lo:g}, {hi:g}] Hz is not within "
                                   f"0..{nyq:g} Hz (Nyquist) with lo < hi")
             if not self._bins(lo, hi).size:
                 raise ConfigError(
-                    f"features.{key}[{i}]: [{lo:g}, {hi:g}] Hz holds no FFT bin at window "
+                    f"features.{at}: [{lo:g}, {hi:g}] Hz holds no FFT bin at window "
                     f"{self.window} (bins are {self.sample_rate / self.window:g} Hz apart)")
         return out
 

@@ -358,6 +358,8 @@ def test_from_dict_needs_the_required_keys() -> None:
     ({"slow_channels": ("ax",)}, r"features.slow_channels: \['ax'\] also in channels"),
     ({"envelope": "yes"}, "features.envelope: 'yes' is not true/false"),
     ({"envelope": True, "envelope_band": (0, 3000)}, "must start above 0 Hz"),
+    ({"envelope": True, "envelope_band": (1, 2, 3)}, r"envelope_band: \(1, 2, 3\) is not an \[lo"),
+    ({"envelope": True, "envelope_band": (9000, 14000)}, r"envelope_band: \[9000, 14000\] Hz"),
 ])
 def test_validation_names_the_key_and_value(kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
