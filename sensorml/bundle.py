@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -269,12 +270,18 @@ def _read_dir(p: Path) -> dict[str, bytes]:
                         (SIGNATURE, MAX_SMALL_BYTES)):
         f = p / name
         try:
-            size = f.stat().st_size
+            st = f.stat()
         except FileNotFoundError:
             continue
-        if size > limit:
-            raise BundleFormatError(f"{f}: {size} bytes is larger than the {limit} byte limit")
-        files[name] = f.read_bytes()
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleFormatError(f"{f}: not a regular file")
+        if st.st_size > limit:
+            raise BundleFormatError(f"{f}: {st.st_size} bytes is larger than the {limit} byte limit")
+        with open(f, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise BundleFormatError(f"{f}: larger than the {limit} byte limit")
+        files[name] = data
     return files
 
 

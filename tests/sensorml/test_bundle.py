@@ -220,3 +220,12 @@ def test_write_replaces_an_existing_bundle_without_leftovers(tmp_path, keys):
     assert os.listdir(tmp_path) == ["b"]
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["version"] == "7"
     assert onnx.load_from_string((tmp_path / "b" / "model.onnx").read_bytes()).graph.name == "t"
+
+
+def test_directory_entries_must_be_regular_files(signed, keys):
+    """A FIFO (or device) in place of model.onnx is refused instead of blocking the reader."""
+    (_, pub), _ = keys
+    (signed / "model.onnx").unlink()
+    os.mkfifo(signed / "model.onnx")
+    with pytest.raises(BundleFormatError, match=r"model\.onnx: not a regular file"):
+        load_bundle(signed, trusted_keys=[pub])
