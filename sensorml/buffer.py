@@ -63,7 +63,6 @@ CREATE TABLE events (
     device TEXT NOT NULL DEFAULT '', model_version TEXT, synced_at REAL,
     detail TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX events_sync ON events((synced_at IS NULL), id);
-CREATE INDEX events_evict ON events(severity, (synced_at IS NULL), id);
 CREATE TABLE labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id INTEGER NOT NULL, t REAL NOT NULL,
     verdict TEXT NOT NULL CHECK (verdict IN ('true_fault', 'false_alarm')),
@@ -85,14 +84,16 @@ CREATE INDEX raw_sync ON raw_windows(priority, (synced_at IS NULL), id);
 )
 
 # Eviction classes, first evicted first; within a class oldest (lowest id) first.
-_SYNCED, _ANY = "(synced_at IS NULL) = 0", "1"
+# The conditions match the partial-key expression indexes (priority, (synced_at IS NULL), id).
+_SYNCED, _UNSYNCED, _ANY = "(synced_at IS NULL) = 0", "(synced_at IS NULL) = 1", "1"
 EVICTION_ORDER: tuple[tuple[str, str], ...] = (
-    ("raw_windows", f"priority = 3 AND {_SYNCED}"), ("raw_windows", "priority = 3"),
-    ("raw_windows", f"priority = 2 AND {_SYNCED}"), ("raw_windows", "priority = 2"),
-    ("scores", _SYNCED), ("scores", _ANY),
+    ("raw_windows", f"priority = 3 AND {_SYNCED}"), ("raw_windows", f"priority = 3 AND {_UNSYNCED}"),
+    ("raw_windows", f"priority = 2 AND {_SYNCED}"), ("raw_windows", f"priority = 2 AND {_UNSYNCED}"),
+    ("raw_windows", _ANY),  # a priority written by a newer version, if any
+    ("scores", _SYNCED), ("scores", _UNSYNCED),
     ("events", f"severity < 2 AND {_SYNCED}"), ("labels", _SYNCED),
-    ("events", "severity < 2"), ("events", f"severity >= 2 AND {_SYNCED}"),
-    ("labels", _ANY), ("events", _ANY),
+    ("events", "severity < 2"), ("labels", _ANY),
+    ("events", f"severity >= 2 AND {_SYNCED}"), ("events", _ANY),  # alarms and trips last
 )
 
 _INSERT = {
@@ -103,8 +104,7 @@ _INSERT = {
     "raw_windows": "INSERT INTO raw_windows (t, reason, priority, channels, rate, dtype, shape,"
                    " data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 }
-_ORDER = {"events": "priority, id", "labels": "id", "scores": "id",
-          "raw_windows": "priority, id"}
+_ORDER = {"events": "priority, id", "labels": "id", "scores": "id"}
 
 
 def event_severity(kind: str) -> int:
@@ -297,6 +297,7 @@ class Buffer:
 
         Raises ``sqlite3.OperationalError`` as is (the recorder handles 'disk is full').
         """
+        self._writable()
         c = self.conn
         c.execute("BEGIN")
         try:
@@ -330,6 +331,7 @@ class Buffer:
         """Record an operator's verdict on an event; returns the label id."""
         if verdict not in LABEL_VERDICTS:
             raise StoreError(f"label verdict {verdict!r} is not one of {', '.join(LABEL_VERDICTS)}")
+        self._writable()
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -350,6 +352,7 @@ class Buffer:
         _check_table(table)
         ids = [(int(i),) for i in ids]
         ts = self.clock() if t is None else float(t)
+        self._writable()
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -361,6 +364,10 @@ class Buffer:
             _rollback(c)
             raise
         return n
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path}: buffer opened read-only; open it without readonly=True")
 
     # --------------------------------------------------------------- reads
     def recent_events(self, limit: int = 20) -> list[dict]:
@@ -384,6 +391,14 @@ class Buffer:
         """Rows not yet confirmed by the store, highest priority first then oldest first
         (raw windows around alarms before sampled ones). Blobs come back as ``bytes``."""
         _check_table(table)
+        if table == "raw_windows":  # one indexed range per priority, no sort of the table
+            out: list[dict] = []
+            for prio in sorted(set(RAW_PRIORITY.values())):
+                if len(out) < limit:
+                    out += _dicts(self.conn.execute(
+                        "SELECT * FROM raw_windows WHERE priority = ? AND (synced_at IS NULL) = 1"
+                        " ORDER BY id LIMIT ?", (prio, int(limit) - len(out))))
+            return out
         cur = self.conn.execute(
             f"SELECT * FROM {table} WHERE (synced_at IS NULL) = 1 ORDER BY {_ORDER[table]} "
             "LIMIT ?", (int(limit),))

@@ -131,6 +131,42 @@ def test_another_process_reads_while_the_writer_writes(tmp_path):
         assert rec.stats()["errors"] == 0
 
 
+LABELLER = """
+import sys
+from sensorml.buffer import Buffer
+with Buffer(sys.argv[1]) as b:  # another writer, like `sensorml label`
+    for i in range(int(sys.argv[3])):
+        b.add_label(int(sys.argv[2]), "true_fault", f"note {i}", "ops")
+        print(i, flush=True)
+"""
+
+
+def test_another_process_adds_labels_while_the_writer_writes(tmp_path):
+    p = tmp_path / "r.db"
+    with Recorder(p, batch=32, flush_interval_s=0.01) as rec:
+        rec.record_event("alarm", {"score": 9.0})
+        assert rec.flush(10.0)
+        with read(p) as r:
+            eid = r.recent_events(1)[0]["id"]
+        proc = subprocess.Popen([sys.executable, "-c", LABELLER, str(p), str(eid), "50"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        i = 0
+        for _line in proc.stdout:
+            for _ in range(32):
+                rec.record_score(float(i), i, 0.5, 0, "m", FEATS)
+                i += 1
+            rec.flush(10.0)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert rec.stats()["errors"] == 0
+    with read(p) as r:
+        assert r.counts()["labels"]["rows"] == 50
+        assert r.counts()["scores"]["rows"] == i
+        with pytest.raises(StoreError, match="read-only"):
+            r.add_label(eid, "false_alarm")
+
+
 def test_disk_full_is_counted_evicted_and_the_writer_keeps_going(tmp_path):
     """A hard SQLite page quota (``max_page_count``) gives the real 'database or disk
     is full' error path without filling the machine's disk."""
