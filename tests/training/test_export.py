@@ -90,3 +90,25 @@ def test_pca_graph_matches_numpy_reference(data, kind):
     got = onnx_scores(model.SerializeToString(), test)
     p = parity(ref, got, {"q99": float(np.quantile(ref, 0.99))})
     assert p["mismatches"] == 0 and p["max_rel_diff"] < 1e-5 and p["verdict_flips"] == 0, p
+
+
+def test_folded_threshold_is_the_exact_float32_boundary():
+    """For every split, x <= T in raw float32 units iff scikit-learn's scaled x <= t."""
+    from training.export import _fold_thresholds
+
+    rng = np.random.default_rng(3)
+    n = 8
+    raw = (rng.normal(size=(500, n)) * np.geomspace(1e-4, 1e4, n) + rng.uniform(-1e3, 1e3, n))
+    scaler = StandardScaler().fit(raw.astype(np.float32))
+    feats = rng.integers(0, n, 5000)
+    thr = rng.normal(size=5000) * 2
+    T = _fold_thresholds(scaler, feats, thr, n)
+    assert T.dtype == np.float32
+
+    def scaled(v):
+        m = np.zeros((len(v), n), np.float32)
+        m[np.arange(len(v)), feats] = v
+        return scaler.transform(m)[np.arange(len(v)), feats]
+
+    assert (scaled(T) <= thr).all()
+    assert not (scaled(np.nextafter(T, np.float32(np.inf))) <= thr).any()
