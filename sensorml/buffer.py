@@ -26,6 +26,11 @@ before unsynced, oldest first; alarm and trip events go last. The file shrinks t
 ``auto_vacuum=INCREMENTAL`` (set when the file is created). The WAL beside it is kept
 small by checkpoints on the writer thread and ``journal_size_limit``.
 
+Plain ``sqlite3``, not sqlite-utils: the hot path needs ``executemany`` in one explicit
+transaction (sqlite-utils' ``insert_all`` costs ~35 µs a call), and the schema uses
+things best written as SQL (expression indexes, CHECK constraints, AUTOINCREMENT), so
+migrations are SQL text too; nothing here would get shorter with it.
+
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> with Buffer(d / "b.db") as b:
@@ -44,93 +49,23 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sensorml.bufferschema import (
+    EVICTION_ORDER,
+    INSERT_SQL,
+    LABEL_VERDICTS,
+    MIGRATIONS,
+    RAW_PRIORITY,
+    SEVERITY,
+    SYNC_ORDER,
+    TABLES,
+    UNSYNCED_ORDER,
+    event_severity,
+    to_json,
+)
 from sensorml.errors import StoreError
 
-__all__ = ["Buffer", "MIGRATIONS", "SEVERITY", "SYNC_ORDER", "TABLES", "event_severity", "to_json"]
-
-TABLES = ("events", "labels", "scores", "raw_windows")
-SYNC_ORDER = TABLES  # highest priority first
-SEVERITY = {"trip": 3, "alarm": 2, "limit": 2, "watchdog": 2, "warn": 1}
-RAW_PRIORITY = {"around_alarm": 2, "sample": 3}
-LABEL_VERDICTS = ("true_fault", "false_alarm")
-
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("0001_initial", """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL, kind TEXT NOT NULL,
-    severity INTEGER NOT NULL DEFAULT 0, priority INTEGER NOT NULL DEFAULT 0,
-    device TEXT NOT NULL DEFAULT '', model_version TEXT, synced_at REAL,
-    detail TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX events_sync ON events((synced_at IS NULL), id);
-CREATE TABLE labels (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id INTEGER NOT NULL, t REAL NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('true_fault', 'false_alarm')),
-    note TEXT NOT NULL DEFAULT '', author TEXT NOT NULL DEFAULT '', synced_at REAL);
-CREATE INDEX labels_sync ON labels((synced_at IS NULL), id);
-CREATE INDEX labels_event ON labels(event_id);
-CREATE TABLE scores (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL, window_seq INTEGER NOT NULL,
-    score REAL NOT NULL, verdict INTEGER NOT NULL, model_version TEXT, synced_at REAL,
-    features BLOB);
-CREATE INDEX scores_sync ON scores((synced_at IS NULL), id);
-CREATE TABLE raw_windows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL NOT NULL,
-    reason TEXT NOT NULL CHECK (reason IN ('around_alarm', 'sample')),
-    priority INTEGER NOT NULL, channels TEXT NOT NULL, rate REAL NOT NULL,
-    dtype TEXT NOT NULL, shape TEXT NOT NULL, synced_at REAL, data BLOB NOT NULL);
-CREATE INDEX raw_sync ON raw_windows(priority, (synced_at IS NULL), id);
-"""),
-)
-
-# Eviction classes, first evicted first; within a class oldest (lowest id) first.
-# The conditions match the partial-key expression indexes (priority, (synced_at IS NULL), id).
-_SYNCED, _UNSYNCED, _ANY = "(synced_at IS NULL) = 0", "(synced_at IS NULL) = 1", "1"
-EVICTION_ORDER: tuple[tuple[str, str], ...] = (
-    ("raw_windows", f"priority = 3 AND {_SYNCED}"), ("raw_windows", f"priority = 3 AND {_UNSYNCED}"),
-    ("raw_windows", f"priority = 2 AND {_SYNCED}"), ("raw_windows", f"priority = 2 AND {_UNSYNCED}"),
-    ("raw_windows", _ANY),  # a priority written by a newer version, if any
-    ("scores", _SYNCED), ("scores", _UNSYNCED),
-    ("events", f"severity < 2 AND {_SYNCED}"), ("labels", _SYNCED),
-    ("events", "severity < 2"), ("labels", _ANY),
-    ("events", f"severity >= 2 AND {_SYNCED}"), ("events", _ANY),  # alarms and trips last
-)
-
-_INSERT = {
-    "events": "INSERT INTO events (t, kind, severity, priority, device, model_version, detail)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?)",
-    "scores": "INSERT INTO scores (t, window_seq, score, verdict, model_version, features)"
-              " VALUES (?, ?, ?, ?, ?, ?)",
-    "raw_windows": "INSERT INTO raw_windows (t, reason, priority, channels, rate, dtype, shape,"
-                   " data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-}
-_ORDER = {"events": "priority, id", "labels": "id", "scores": "id"}
-
-
-def event_severity(kind: str) -> int:
-    """0 info, 1 warn, 2 alarm (alarm, limit, watchdog), 3 trip.
-
-    >>> event_severity("trip"), event_severity("limit"), event_severity("reload")
-    (3, 2, 0)
-    """
-    return SEVERITY.get(kind, 0)
-
-
-def _jsonable(o: Any) -> Any:
-    if hasattr(o, "tolist"):  # numpy scalars and arrays
-        return o.tolist()
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    return str(o)
-
-
-def to_json(detail: Any) -> str:
-    """JSON text of an event's detail; numpy values become numbers, others ``str``.
-
-    >>> to_json({"b": 1, "a": float("nan")})
-    '{"b": 1, "a": NaN}'
-    """
-    return json.dumps(detail, default=_jsonable, separators=(", ", ": "))
+__all__ = ["Buffer", "EVICTION_ORDER", "MIGRATIONS", "RAW_PRIORITY", "SEVERITY", "SYNC_ORDER",
+           "TABLES", "event_severity", "to_json"]
 
 
 class Buffer:
@@ -293,7 +228,7 @@ class Buffer:
 
     def write(self, events: Sequence[tuple] = (), scores: Sequence[tuple] = (),
               raws: Sequence[tuple] = (), *, enforce: bool = True) -> None:
-        """Insert rows in one transaction (row tuples in ``_INSERT`` column order).
+        """Insert rows in one transaction (row tuples in ``INSERT_SQL`` column order).
 
         Raises ``sqlite3.OperationalError`` as is (the recorder handles 'disk is full').
         """
@@ -302,11 +237,11 @@ class Buffer:
         c.execute("BEGIN")
         try:
             if events:
-                c.executemany(_INSERT["events"], events)
+                c.executemany(INSERT_SQL["events"], events)
             if scores:
-                c.executemany(_INSERT["scores"], scores)
+                c.executemany(INSERT_SQL["scores"], scores)
             if raws:
-                c.executemany(_INSERT["raw_windows"], raws)
+                c.executemany(INSERT_SQL["raw_windows"], raws)
             c.execute("COMMIT")
         except BaseException:
             _rollback(c)
@@ -400,7 +335,7 @@ class Buffer:
                         " ORDER BY id LIMIT ?", (prio, int(limit) - len(out))))
             return out
         cur = self.conn.execute(
-            f"SELECT * FROM {table} WHERE (synced_at IS NULL) = 1 ORDER BY {_ORDER[table]} "
+            f"SELECT * FROM {table} WHERE (synced_at IS NULL) = 1 ORDER BY {UNSYNCED_ORDER[table]} "
             "LIMIT ?", (int(limit),))
         return _dicts(cur)
 
