@@ -226,8 +226,8 @@ def spec_differences(bundle_spec: dict, bundle_names: tuple[str, ...] | list[str
             missing = [n for n in names_b if n not in set(names_e)]
             extra = [n for n in names_e if n not in set(names_b)]
             text = f"bundle expects {len(names_b)} features, config produces {len(names_e)}"
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                    ([f"unexpected {', '.join(extra)}"] if extra else [])
+            parts = ([f"missing {_few(missing)}"] if missing else []) + \
+                    ([f"unexpected {_few(extra)}"] if extra else [])
             out.append(text + (": " + "; ".join(parts) if parts else ""))
         else:
             i = next(i for i, (a, b) in enumerate(zip(names_b, names_e)) if a != b)
@@ -237,6 +237,10 @@ def spec_differences(bundle_spec: dict, bundle_names: tuple[str, ...] | list[str
             continue
         out.append(f"{k}: bundle {_fmt(got.get(k, '(absent)'))}, config {_fmt(exp.get(k, '(absent)'))}")
     return out
+
+
+def _few(names: list[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
 
 def _plain(d: dict) -> dict:
