@@ -377,6 +377,9 @@ class SerialSource(Source):
         if prev is not None and not (frame.missed or frame.restart) and frame.t0_us > prev[0]:
             inst = prev[1] * 1e6 / (frame.t0_us - prev[0])
             self._rate_est = inst if not self._rate_est else 0.9 * self._rate_est + 0.1 * inst
+        if n == 0:  # a heartbeat frame: no block, its flags go to the next one
+            self._pending_quality = quality
+            return
         self._emit(frame.t0_us * 1e-6, frame.samples, frame.seq, quality, t_recv,
                    {"t0_clock": "device", "sample_type": frame.sample_type})
 

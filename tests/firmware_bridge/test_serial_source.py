@@ -105,10 +105,13 @@ def test_sequence_gap_is_counted_and_flags_the_block(pty_device, collector, star
     x = signal(8, ch=1)
     for seq in (0, 1, 2, 5, 6):
         pty_device.write(encode_frame(seq, seq * 8000, x))
-    assert collector.wait(lambda c: len(c.blocks) >= 5)
+    pty_device.write(encode_frame(9, 0, np.empty((0, 1), np.float32)))  # empty: no block
+    pty_device.write(encode_frame(10, 10 * 8000, x))
+    assert collector.wait(lambda c: len(c.blocks) >= 6)
     stats = src.stats()
-    assert stats["gaps"] == 1 and stats["missed_frames"] == 2
-    assert [Quality.GAP in b.quality for b in collector.blocks] == [False, False, False, True, False]
+    assert stats["gaps"] == 2 and stats["missed_frames"] == 4
+    assert [Quality.GAP in b.quality for b in collector.blocks] == [False, False, False, True, False, True]
+    assert [b.seq for b in collector.blocks] == [0, 1, 2, 5, 6, 10]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "frames"])
