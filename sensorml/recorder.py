@@ -125,19 +125,22 @@ class Recorder:
     def record_score(self, t: float, window_seq: int, score: float, verdict: int,
                      model_version: str | None, features: np.ndarray | None = None) -> None:
         """Queue one window's score; ``features`` is copied as little-endian float32."""
-        blob = None if features is None else features.astype("<f4", copy=False).tobytes()
-        self._put(_SC, (t, window_seq, score, int(verdict), model_version, blob))
+        # Coerce here (~0.1 µs): a numpy scalar would make the whole SQLite batch fail.
+        blob = None if features is None else np.asarray(features, dtype="<f4").tobytes()
+        mv = None if model_version is None else str(model_version)
+        self._put(_SC, (float(t), int(window_seq), float(score), int(verdict), mv, blob))
 
     def record_raw(self, t: float, reason: str, channels: Sequence[str], rate: float,
                    data: np.ndarray) -> None:
         """Queue a raw window (``reason``: ``around_alarm`` | ``sample``); data is copied."""
         lane = _RA if reason == "around_alarm" else _RS
-        if lane == _RS:
+        if lane == _RS:  # one producer thread (the fast path) calls this: no lock needed
             self._sample_calls += 1
             if (self._sample_calls - 1) % self.raw_sample_every:
                 return
         a = np.ascontiguousarray(data)
-        self._put(lane, (t, reason, RAW_PRIORITY.get(reason, 3), channels, rate,
+        reason = "around_alarm" if lane == _RA else "sample"  # anything else counts as sample
+        self._put(lane, (float(t), reason, RAW_PRIORITY[reason], channels, float(rate),
                          a.dtype.str, a.shape, a.tobytes()))
 
     def _put(self, lane: int, item: tuple) -> None:
@@ -243,6 +246,7 @@ class Recorder:
             self._open_error = e
             self._opened.set()
             return
+        self._refresh_stats(buf)
         self._opened.set()
         last_write = time.monotonic()
         dirty = False
@@ -291,7 +295,14 @@ class Recorder:
                     self._committed = snapshot
                     self._cond.notify_all()
                 return wrote
-            ok = self._commit(buf, taken)
+            try:
+                ok = self._commit(buf, taken)
+            except Exception as e:  # noqa: BLE001 - a bug or a bad row must not kill the writer
+                self._writer_error(buf, e, self.max_attempts)
+                with self._lock:
+                    for lane in (_SC, _RA, _RS):
+                        self.store_dropped[LANES[lane]] += len(taken[lane])
+                ok = False
             wrote = True
             with self._cond:
                 self._committed = snapshot
@@ -336,7 +347,7 @@ class Recorder:
         except Exception as e:  # noqa: BLE001 - a bad detail must not lose the event
             return buf.event_row(kind, {"unencodable_detail": repr(e)}, t, priority)
 
-    def _writer_error(self, buf: Buffer, e: sqlite3.Error, attempt: int) -> None:
+    def _writer_error(self, buf: Buffer, e: Exception, attempt: int) -> None:
         msg = f"{type(e).__name__}: {e}"
         with self._lock:
             self.errors += 1

@@ -189,6 +189,22 @@ def test_disk_full_is_counted_evicted_and_the_writer_keeps_going(tmp_path):
         assert r.counts()["scores"]["rows"] > 0
 
 
+def test_numpy_scalars_from_the_fast_path_are_stored_not_fatal(tmp_path):
+    with Recorder(tmp_path / "r.db") as rec:
+        rec.record_score(np.float64(1.5), np.int64(7), np.float32(0.75), np.int8(2),
+                         "m-1", [0.5, 0.25])
+        rec.record_raw(np.float64(2.0), "sample", ["ax"], np.float32(100.0),
+                       np.zeros((4, 1), np.float64))
+        assert rec.flush(10.0)
+        assert rec.stats()["errors"] == 0
+    with read(tmp_path / "r.db") as r:
+        s = r.unsynced("scores")[0]
+        assert (s["t"], s["window_seq"], s["score"], s["verdict"]) == (1.5, 7, 0.75, 2)
+        assert np.frombuffer(s["features"], "<f4").tolist() == [0.5, 0.25]
+        raw = r.unsynced("raw_windows")[0]
+        assert (raw["dtype"], raw["rate"]) == ("<f8", 100.0)
+
+
 def test_a_newer_buffer_is_refused_at_start(tmp_path):
     p = tmp_path / "r.db"
     Buffer(p).close()
