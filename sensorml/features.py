@@ -16,7 +16,8 @@ Per fast channel, in this order (names ``<channel>.<feature>``):
   amplitude A contributes about A²/2, so ``P`` is in (unit)²;
 - ``dom_freq`` (Hz of the largest non-DC bin), ``centroid`` (power-weighted mean Hz);
 - with ``envelope``: ``env_band_i`` (same log power, of the envelope spectrum) and
-  ``env_dom_freq``. The envelope is the magnitude of the analytic signal of the
+  ``env_dom_freq`` (largest non-DC envelope bin below the top of ``envelope_bands``,
+  where bearing defect frequencies lie). The envelope is the magnitude of the analytic signal of the
   mean-removed window band-passed to ``envelope_band`` (both by FFT masking), and its
   spectrum is taken like the main one (mean removed, Hann, same scale).
 
@@ -27,7 +28,7 @@ if all zero), ``kurtosis = skew = 0``, an all-zero spectrum (bands = -12) and
 Per slow channel (``<channel>.last``, ``.mean``, ``.slope`` in units per second, least
 squares): from the ``slow`` argument, either a :class:`SlowWindow` (explicit times) or
 an array ``[m, n_slow]`` of rows ``1/slow_rate`` seconds apart. NaN marks a missing
-value and is skipped.
+value and is skipped; a channel needs values at two distinct times for a slope.
 
 Bad input is never turned into finite numbers: :func:`compute_features` raises
 :class:`FeatureInputError` on NaN/inf; :class:`FeatureExtractor` returns NaN for every
