@@ -132,8 +132,10 @@ class CsvDecoder:
             self._infer(chunk)
         rows = self._parse_fast(chunk)
         if rows is None:
+            bad_before = self.bad_lines
             rows = self._parse_slow(chunk)
             if not rows.shape[0] and self._inferred and self._relearn(chunk):
+                self.bad_lines = bad_before  # re-parsed with the new layout
                 rows = self._parse_slow(chunk)
         self.lines += rows.shape[0]
         return rows, messages
@@ -199,7 +201,6 @@ class CsvDecoder:
         counts = self._field_counts(chunk)
         if counts.size < 8 or counts.min() != counts.max():
             return False
-        self.bad_lines -= counts.size  # they are re-parsed with the new layout
         self.channels = tuple(f"ch{i}" for i in range(int(counts[0])))
         return True
 
