@@ -41,6 +41,7 @@ examples:
   sensorml simulate --serial --modbus-tcp 127.0.0.1:0 --fault outer_race --at 30s --ramp 10s
   sensorml simulate --serial --format csv --replay data/sim/pump_outer_race_2k.csv --columns ax,ay,az
   sensorml simulate --record run.csv --seconds 10 --rate 2048 --fault imbalance --at 5s
+  sensorml simulate --modbus-rtu --rtu-baud 19200      (Modbus RTU on a pty)
   sensorml simulate --modbus-tcp 127.0.0.1:5020 --speed-schedule "0:2970,60s:2400/10s,2m:2970/5s"
 
 stdin commands while running: fault NAME [SEV [RAMP]] | clear [NAME] | stop | reset | status | quit
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", choices=("csv", "frames"), default="frames", help="serial wire format (default frames)")
     g.add_argument("--block", type=int, default=256, help="samples per serial block/frame (default 256)")
     g.add_argument("--modbus-tcp", metavar="HOST:PORT", help="serve registers on Modbus TCP (port 0 = any free port)")
+    g.add_argument("--modbus-rtu", action="store_true",
+                   help="also serve the registers as Modbus RTU on a new pty; prints its path "
+                   "(needs the TCP server, started on 127.0.0.1:0 if --modbus-tcp is not given)")
+    g.add_argument("--rtu-baud", type=int, default=19200, help="baud rate of the RTU pty (default 19200)")
     g.add_argument("--map", default=None, help="register map TOML (default data/maps/sim_pump.toml)")
     g.add_argument("--update-hz", type=float, default=10.0, help="register refresh rate (default 10)")
     g.add_argument("--speedup", type=float, default=1.0, help="run N times faster than real time (default 1)")
@@ -193,6 +198,8 @@ class Simulator:
 
             self.serial = open_device(a.format, tuple(self.machine.channels), self._serial_command).start()
             self.say(f"serial: {self.serial.path} format={a.format}")
+        if a.modbus_rtu and not a.modbus_tcp:
+            a.modbus_tcp = "127.0.0.1:0"
         if a.modbus_tcp:
             from firmware_bridge.sim.modbus_device import DEFAULT_MAP, ModbusDevice
 
@@ -204,6 +211,9 @@ class Simulator:
                 host=host, port=int(port), map_path=a.map or DEFAULT_MAP, update_hz=a.update_hz,
             ).start()
             self.say(f"modbus-tcp: {host}:{self.modbus.port}")
+            if a.modbus_rtu:
+                path = self.modbus.start_rtu(a.rtu_baud)
+                self.say(f"modbus-rtu: {path} baud={a.rtu_baud}")
 
     def run(self) -> None:
         """The real-time loop: generate a block when it is due, send it, update RMS."""
@@ -260,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = record(args.record, sim.machine, args.seconds, slow=tuple(sim.machine.slow_channels))
             print(f"recorded {rows} rows at {sim.machine.rate:g}/s to {args.record}")
             return 0
-        if not (args.serial or args.modbus_tcp):
-            raise ConfigError("nothing to serve: give --serial and/or --modbus-tcp HOST:PORT (or --record)")
+        if not (args.serial or args.modbus_tcp or args.modbus_rtu):
+            raise ConfigError(
+                "nothing to serve: give --serial, --modbus-tcp HOST:PORT and/or --modbus-rtu (or --record)"
+            )
         sim.open_endpoints()
     except BridgeError as exc:
         print(f"sensorml simulate: {exc}", file=sys.stderr)

@@ -13,11 +13,21 @@ input: a client writing 1 stops the machine, writing 0 resets it. The device che
 coil at every refresh (so the machine reacts within ``1/update_hz`` s, like a contactor
 behind a PLC scan), and sets the coil to 1 itself when the machine was stopped another
 way (serial STOP, stdin), so reading the coil always tells whether the machine is stopped.
+
+Modbus RTU: :meth:`ModbusDevice.start_rtu` serves the *same* registers as RTU on a pty.
+pymodbus's serial server needs a port path to open, and so does the gateway, so two ptys
+are joined back to back (:class:`PtyRelay`, what ``socat`` would do): the server opens one
+slave, the gateway the other (the path printed as ``modbus-rtu: /dev/pts/N``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
+import select
 import threading
+import tty
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,8 +137,76 @@ class ModbusDevice:
             self.server.set_registers(dev, _MIRROR[table], 0, regs)
         self.updates += 1
 
+    def start_rtu(self, baud: int = 19200) -> str:
+        """Serve the registers as Modbus RTU on a pty too; returns the gateway's port path."""
+        from pymodbus.framer import FramerType
+        from pymodbus.server import ModbusSerialServer
+
+        # the test server's loop and datastore (no public accessor yet): the RTU server
+        # runs on the same loop over the same SimCore, so both serve identical registers
+        loop, context = self.server._loop, self.server._context
+        if loop is None or context is None:
+            raise PortError("modbus-rtu: start the Modbus TCP device first")
+        self.relay = PtyRelay()
+
+        async def listen() -> ModbusSerialServer:
+            srv = ModbusSerialServer(
+                self.server._sim_devices, framer=FramerType.RTU,
+                port=self.relay.server_path, baudrate=baud,
+            )
+            srv.context = context
+            if not await srv.listen():
+                raise PortError(f"modbus-rtu: pymodbus cannot open {self.relay.server_path}")
+            return srv
+
+        self._rtu = asyncio.run_coroutine_threadsafe(listen(), loop).result(5.0)
+        return self.relay.path
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+        rtu = getattr(self, "_rtu", None)
+        if rtu is not None and self.server._loop is not None:
+            asyncio.run_coroutine_threadsafe(rtu.shutdown(), self.server._loop).result(5.0)
+            self.relay.close()
         self.server.close()
+
+
+class PtyRelay:
+    """Two ptys joined back to back: bytes written to one slave come out of the other.
+
+    ``server_path`` is opened by the device's server, ``path`` by the gateway.
+    """
+
+    def __init__(self) -> None:
+        self._a, self._a_slave = pty.openpty()
+        self._b, self._b_slave = pty.openpty()
+        for fd in (self._a_slave, self._b_slave):
+            tty.setraw(fd)
+        self.server_path = os.ttyname(self._a_slave)
+        self.path = os.ttyname(self._b_slave)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-pty-relay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        other = {self._a: self._b, self._b: self._a}
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select(list(other), [], [], 0.1)
+                for fd in ready:
+                    os.write(other[fd], os.read(fd, 4096))
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        for fd in (self._a, self._b, self._a_slave, self._b_slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

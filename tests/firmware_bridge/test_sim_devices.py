@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pymodbus.client import ModbusTcpClient
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from firmware_bridge.codec.csvlines import CsvDecoder
 from firmware_bridge.codec.frames import DecodedFrame, FrameDecoder, Message
@@ -278,6 +278,29 @@ def test_modbus_registers_follow_the_machine_and_the_stop_coil_trips_it(sims):
     assert sim.close() == 0
 
 
+def test_modbus_rtu_on_a_pty_serves_the_same_registers(sims):
+    sim = sims("--modbus-rtu", "--update-hz", "20", *FAST)
+    sim.expect("modbus-tcp:")
+    path = sim.expect("modbus-rtu:").split()[1]
+    sim.expect("ready")
+    client = ModbusSerialClient(port=path, baudrate=19200, timeout=2)
+    assert client.connect()
+    try:
+        def speed():
+            rr = client.read_input_registers(6, count=2, device_id=1)
+            assert not rr.isError(), rr
+            pt = load_map(REPO / "data" / "maps" / "sim_pump.toml").point("speed_rpm")
+            return decode_point(pt, rr.registers)
+
+        assert poll_until(lambda: speed() > 2900)
+        assert not client.write_coil(0, True, device_id=1).isError()
+        sim.expect("event stop by modbus coil")
+        poll_until(lambda: speed() < 100)
+    finally:
+        client.close()
+    assert sim.close() == 0
+
+
 def test_sigterm_exits_cleanly(sims):
     sim = sims("--serial", *FAST)
     sim.expect("ready")
@@ -291,7 +314,7 @@ def test_help_documents_every_option_and_fault(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for word in (*FAULTS, "--serial", "--format", "--modbus-tcp", "--replay", "--columns",
+    for word in (*FAULTS, "--serial", "--format", "--modbus-tcp", "--modbus-rtu", "--replay", "--columns",
                  "--speed-schedule", "--fault", "--at", "--ramp", "--seed", "quit"):
         assert word in text, word
 
