@@ -51,6 +51,7 @@ __all__ = [
     "encode_message",
     "encode_payload",
     "decode_frame",
+    "decode_next",
     "decode_payload",
 ]
 
@@ -215,6 +216,31 @@ def decode_payload(payload: bytes) -> DecodedFrame | Message:
 def decode_frame(encoded: bytes) -> DecodedFrame | Message:
     """Decode one COBS frame (without its 0x00 delimiter). Raises :class:`FrameError`."""
     return decode_payload(cobs.decode(encoded))
+
+
+def decode_next(data: bytes) -> tuple[int, DecodedFrame | Message | None]:
+    """The stateless one-step form (the shape of pymodbus' framers): ``(used, item)``.
+
+    ``used == 0``: no delimiter yet, feed more bytes. ``used > 0``: drop that many bytes;
+    ``item`` is the frame, or None if they were idle fill or garbage. No sequence
+    accounting (that needs state: use :class:`FrameDecoder`).
+
+    >>> decode_next(b"\\x02")
+    (0, None)
+    >>> decode_next(b"junk\\x00" + encode_message("hi"))
+    (5, None)
+    >>> decode_next(encode_message("hi") + b"more")
+    (10, Message(text='hi', rejected=0))
+    """
+    end = data.find(b"\x00")
+    if end < 0:
+        return 0, None
+    if end == 0:
+        return 1, None
+    try:
+        return end + 1, decode_frame(data[:end])
+    except FrameError:
+        return end + 1, None
 
 
 class FrameDecoder:
