@@ -28,8 +28,10 @@ A poll that overruns its period is flagged ``STALE`` and the missed ticks are sk
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,7 +144,18 @@ class ModbusSource(Source):
         self._client.close()
 
     def _close(self) -> None:
-        self._client.close()  # makes a blocked read return at once
+        """Make a blocked read return at once (called from the stopping thread).
+
+        For TCP the socket is shut down, not closed: a ``select`` in the reader thread
+        wakes up on shutdown but not on a close from another thread, and the socket
+        object stays valid until the reader closes it itself.
+        """
+        sock = getattr(self._client, "socket", None)
+        if self.link.scheme == "modbus-tcp" and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        else:
+            self._client.close()
 
     def stats(self) -> dict[str, float]:
         s: dict[str, float] = dict(self._counts)
@@ -257,9 +270,15 @@ class ModbusSource(Source):
             except ConnectionException as exc:
                 raise _LinkDown(_short(exc)) from None
             except (ModbusException, OSError) as exc:
+                if self._stop.is_set():
+                    raise _LinkDown("source stopped") from None
                 self._counts["timeouts"] += 1
                 last = _short(exc)
                 continue
+            except Exception:
+                if self._stop.is_set():  # the transport was closed under the read
+                    raise _LinkDown("source stopped") from None
+                raise
             if rr.isError():
                 self._counts["exceptions"] += 1
                 return int(getattr(rr, "exception_code", 0))

@@ -2,7 +2,7 @@
 
 It runs pymodbus's own server (``ModbusTcpServer`` over ``SimDevice``/``SimData``, the
 datastore pymodbus 3.16 recommends), so clients talk to the same code a user's bench
-server would run. The helper adds what tests need around it:
+server would run; only the per-connection handler is subclassed, to delay answers. The helper adds what tests need around it:
 
 - port 0 by default; :attr:`ModbusTestServer.port` tells the bound port, and
   :meth:`~ModbusTestServer.start` after :meth:`~ModbusTestServer.stop` listens again on
@@ -37,14 +37,13 @@ get :data:`DEFAULT_SIZE` zeros.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware_bridge.errors import ConfigError, PortError
@@ -55,8 +54,6 @@ TABLES = ("holding", "input", "coil", "discrete")
 #: function code used to reach each table's datastore block
 _SET_FC = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
 _GET_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-#: True while the harness itself touches the datastore (so delays don't apply)
-_HARNESS = contextvars.ContextVar("modbus_test_harness", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +77,43 @@ def _table_block(table: str, spec: int | Sequence) -> list[SimData]:
     if bits:
         return [SimData(0, values=values, datatype=DataType.BITS)]
     return [SimData(0, values=values, datatype=DataType.REGISTERS)]
+
+
+class _Handler(ServerRequestHandler):
+    """pymodbus's per-connection handler, with per-device answer delays.
+
+    pymodbus 3.16's handler keeps the request being served in ``self.last_pdu`` and its
+    task reads it when it runs, so a request handled late (delayed) would be answered
+    with another request's data or ids. Here each task is bound to its own request: it
+    waits out the device's delay, puts its request in ``last_pdu``, runs the original
+    handler (which does not suspend with this datastore) and puts back what was there.
+    """
+
+    def handle_later(self):
+        pdu, addr = self.last_pdu, self.last_addr
+        if pdu is None:
+            return
+        delay = self.server.delays.get(pdu.dev_id, 0.0)
+        asyncio.run_coroutine_threadsafe(self._handle(pdu, addr, delay), self.loop)
+
+    async def _handle(self, pdu, addr, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        saved = self.last_pdu, self.last_addr
+        self.last_pdu, self.last_addr = pdu, addr
+        try:
+            await self.handle_request()
+        finally:
+            self.last_pdu, self.last_addr = saved
+
+
+class _Server(ModbusTcpServer):
+    def __init__(self, delays: dict[int, float], *args, **kwargs) -> None:
+        self.delays = delays
+        super().__init__(*args, **kwargs)
+
+    def callback_new_connection(self):
+        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 class ModbusTestServer:
@@ -118,10 +152,7 @@ class ModbusTestServer:
                 for t in ("coil", "discrete", "holding", "input")
             )
             self._sim_devices.append(
-                SimDevice(
-                    dev_id, simdata=blocks, use_bit_addressing=True,
-                    action=functools.partial(self._action, dev_id),
-                )
+                SimDevice(dev_id, simdata=blocks, use_bit_addressing=True)
             )
         self._device_ids = frozenset(devices)
         self._offline: set[int] = set()
@@ -179,8 +210,9 @@ class ModbusTestServer:
         self._loop = self._thread = None
 
     async def _listen(self) -> None:
-        server = ModbusTcpServer(
-            self._sim_devices, address=(self.host, self.port), trace_pdu=self._trace_pdu
+        server = _Server(
+            self._delay, self._sim_devices, address=(self.host, self.port),
+            trace_pdu=self._trace_pdu,
         )
         if self._context is None:
             self._context = server.context
@@ -207,21 +239,12 @@ class ModbusTestServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _call(self, coro, timeout: float = 5.0, *, harness: bool = False):
-        """Run ``coro`` on the server's loop and return its result.
-
-        ``harness=True`` marks datastore access by this helper (no delays). It must not
-        be set for :meth:`_listen`: connections inherit the context they were created in.
-        """
+    def _call(self, coro, timeout: float = 5.0):
+        """Run ``coro`` on the server's loop and return its result."""
         if self._loop is None:
             coro.close()
             raise PortError("test server is not started")
-
-        async def wrapped():
-            _HARNESS.set(harness)
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     # ------------------------------------------------------------ behaviour hooks
     def _trace_pdu(self, sending: bool, pdu):
@@ -238,11 +261,6 @@ class ModbusTestServer:
         if dev_id not in self._device_ids and self.unknown == "silent":
             return None
         return pdu
-
-    async def _action(self, device_id, function_code, start_address, address, count, registers, values):
-        if not _HARNESS.get() and (delay := self._delay.get(device_id, 0.0)) > 0:
-            await asyncio.sleep(delay)
-        return None
 
     def set_offline(self, device_id: int, offline: bool = True) -> None:
         """Make ``device_id`` ignore every request (clients time out), or answer again."""
@@ -299,7 +317,7 @@ class ModbusTestServer:
         async def write():
             return await runtime.async_setValues(_SET_FC[table], address, vals)
 
-        if (err := self._call(write(), harness=True)) is not None:
+        if (err := self._call(write())) is not None:
             raise ConfigError(f"set_registers({device_id}, {table!r}, {address}): {err!r}")
 
     def get_registers(self, device_id: int, table: str, address: int, count: int = 1) -> list:
@@ -309,7 +327,7 @@ class ModbusTestServer:
         async def read():
             return await runtime.async_getValues(_GET_FC[table], address, count)
 
-        result = self._call(read(), harness=True)
+        result = self._call(read())
         if not isinstance(result, list):
             raise ConfigError(f"get_registers({device_id}, {table!r}, {address}, {count}): {result!r}")
         return [bool(v) for v in result] if table in ("coil", "discrete") else list(result)
