@@ -76,7 +76,7 @@ class Windower:
         self._flags: deque[tuple[int, int]] = deque()  # (end count, quality) of flagged blocks
 
     def _index(self, channels: tuple[str, ...]) -> np.ndarray | None:
-        """Column indices of spec.channels in a block (None: already in order)."""
+        """Column indices of spec.channels in a block (None: they are its first columns)."""
         idx = self._maps.get(channels, False)
         if idx is not False:
             return idx  # type: ignore[return-value]
@@ -86,7 +86,7 @@ class Windower:
                 f"source gives channels ({', '.join(channels)}), spec needs "
                 f"{', '.join(missing)}: set features.channels to the source's names")
         cols = [channels.index(c) for c in self.spec.channels]
-        idx = None if cols == list(range(len(channels))) else np.asarray(cols)
+        idx = None if cols == list(range(len(cols))) else np.asarray(cols)
         self._maps[channels] = idx
         return idx
 
@@ -119,7 +119,7 @@ class Windower:
             take = min(n - pos, self._next - self._count, cap - self._fill)
             dst = buf[self._fill:self._fill + take]
             if idx is None:
-                dst[...] = s[pos:pos + take]
+                dst[...] = s[pos:pos + take, :self._c]
             else:
                 for j, k in enumerate(idx):
                     dst[:, j] = s[pos:pos + take, k]

@@ -178,3 +178,10 @@ def test_slow_tracker_is_not_ready_until_every_channel_has_two_times() -> None:
     assert not st.ready()
     st.push(poll(2.0, {"current_a": 3.0}))
     assert st.ready()
+
+
+def test_extra_trailing_channels_are_ignored() -> None:
+    data = stream(8, c=5)
+    b = blocks_of(data, [8], channels=("ax", "ay", "az", "temp", "current"))[0]
+    (win, _) = Windower(spec_for(4, 4)).push(b)
+    np.testing.assert_array_equal(win.data, data[:4, :3])
