@@ -206,7 +206,7 @@ class SerialSource(Source):
 
     def stats(self) -> dict[str, float]:
         """Counters: blocks, samples, bytes, crc_errors, gaps, missed_frames, bad_lines,
-        outages, reopen_attempts, and more detail (rejected_frames, bytes_skipped, ...)."""
+        outages, reopen_attempts (failed opens), and more (rejected_frames, bytes_skipped, ...)."""
         dec = dict(self._retired)
         for k, v in (self._decoder.counters() if self._decoder else {}).items():
             dec[k] = dec.get(k, 0) + v
