@@ -1,0 +1,20 @@
+"""A simulated rotating machine with fault injection, served the way real devices serve data.
+
+- :mod:`~firmware_bridge.sim.machine`: the signal model (:class:`Machine`): 3-axis vibration
+  with running-speed harmonics, vane pass, bearing defect ring-downs, noise, speed/load
+  schedules, coast-down on STOP; slow values (temperature, current, pressure, speed).
+- :mod:`~firmware_bridge.sim.faults`: bearing geometry and defect frequencies, the fault
+  catalogue, scheduled/ramped severities.
+- :mod:`~firmware_bridge.sim.replay`: play a recorded CSV through the same outputs; record one.
+- :mod:`~firmware_bridge.sim.source`: ``sim://`` URLs, an in-process source of blocks.
+- :mod:`~firmware_bridge.sim.serial_device` / :mod:`~firmware_bridge.sim.modbus_device`:
+  a pty streaming CSV or frames, a Modbus TCP (and RTU on a pty) server.
+- :mod:`~firmware_bridge.sim.cli`: ``sensorml simulate``.
+"""
+
+from firmware_bridge.sim.faults import FAULTS, BearingGeometry, FaultEvent
+from firmware_bridge.sim.machine import Machine
+from firmware_bridge.sim.replay import Replay
+from firmware_bridge.sim.schedule import SetPoint
+
+__all__ = ["FAULTS", "BearingGeometry", "FaultEvent", "Machine", "Replay", "SetPoint"]

@@ -146,6 +146,14 @@ def machine_from_query(profile: str, query: dict) -> Machine | Replay:
     return Machine(profile, schedule=sched, **m_kwargs)
 
 
+#: query keys a ``sim://`` URL may carry
+KNOWN_KEYS = (
+    "rate", "seed", "block", "realtime", "speedup", "fault", "at", "ramp", "severity", "rpm",
+    "load", "schedule", "load_schedule", "coast", "start", "duration", "channels", "slow",
+    "slow_rate", "file", "columns", "loop",
+)
+
+
 class SimSource(Source):
     """In-process source over :class:`Machine` or :class:`Replay` (see module docstring)."""
 
@@ -161,6 +169,13 @@ class SimSource(Source):
     ) -> None:
         super().__init__(url, on_block, on_event, clock)
         scheme, rest, query = split_url(url)
+        unknown = sorted(set(query) - set(KNOWN_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"sim URL {url!r}: unknown parameter {unknown[0]!r} (known: {', '.join(KNOWN_KEYS)})"
+            )
+        if "channels" in query and "channels" not in options:
+            options["channels"] = query["channels"]
         query.update({k: v for k, v in options.items() if k != "channels"})
         profile = rest.strip("/") or "pump"
         self.machine = machine_from_query(profile, query)

@@ -202,6 +202,32 @@ def test_stdin_faults_reach_the_wire_and_dropout_silences_the_device(sims):
     port.close()
 
 
+@pytest.mark.parametrize("fmt", ["frames", "csv"])
+def test_the_gateway_serial_source_reads_the_simulator_and_trips_it(sims, fmt):
+    """The pairing the gateway relies on: SerialSource blocks + send_command("STOP") ack."""
+    from firmware_bridge.source import open_source
+
+    sim = sims("--serial", *FAST, "--format", fmt)
+    path = sim.expect("serial:").split()[1]
+    sim.expect("ready")
+    blocks: queue.Queue = queue.Queue()
+    src = open_source(f"serial://{path}?format={fmt}&rate=2000", blocks.put, strict=True)
+    src.start()
+    try:
+        first = blocks.get(timeout=5)
+        assert first.channels[:3] == ("ax", "ay", "az") or first.channels == ("ch0", "ch1", "ch2")
+        assert first.samples.shape[1] == 3
+        latency = src.send_command("STOP", 2.0)
+        assert 0 <= latency < 1.0
+        sim.expect("event stop by serial")
+        deadline = time.monotonic() + 5
+        while rms(blocks.get(timeout=5).samples) > 0.01:
+            assert time.monotonic() < deadline, "vibration did not die away after STOP"
+        assert src.send_command("RESET", 2.0) >= 0
+    finally:
+        src.stop()
+
+
 def test_csv_format_header_acks_and_replay_serves_the_recording(sims):
     sim, port = open_serial(sims, "--format", "csv", "--replay", str(SAMPLE), "--columns", "ax,az")
     names, table, _ = read_table(SAMPLE)

@@ -319,3 +319,17 @@ def test_sim_source_slow_mode_and_replay_urls():
     assert b.channels == ("ax", "ay", "az") and b.rate == 2048.0
     with pytest.raises(ConfigError, match="fault"):
         open_source("sim://pump?fault=rust", sink.put)
+
+
+def test_sim_url_mistakes_name_the_key_and_channels_select_columns():
+    with pytest.raises(ConfigError, match="unknown parameter 'fualt'"):
+        open_source("sim://pump?fualt=outer_race", print)
+    with pytest.raises(ConfigError, match="channels: bx not in ax, ay, az"):
+        open_source("sim://pump?channels=bx", print)
+    sink = Sink()
+    src = open_source("sim://motor?rate=2000&realtime=0&channels=az,ax", sink.put)
+    src.start()
+    b = sink.get()
+    sink.closed.set()
+    src.stop()
+    assert b.channels == ("az", "ax") and b.samples.shape == (256, 2)
