@@ -99,8 +99,8 @@ class Buffer:
         self._last_note = float("-inf")
         self._commits = 0
         self._written = 0
+        self.conn = self._connect(busy_timeout_s)
         try:
-            self.conn = self._connect(busy_timeout_s)
             if not readonly:
                 self._configure(wal_autocheckpoint, max_pages)
             self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
@@ -112,21 +112,31 @@ class Buffer:
                     self.evicted[t] = int(self.get_meta(f"evicted.{t}") or 0)
             self.device = device or self.get_meta("device_id") or ""
         except sqlite3.DatabaseError as e:
+            self.conn.close()
             raise StoreError(f"{self.path}: cannot open buffer ({e}); move the file away "
                              "or set buffer.path to another file") from None
+        except BaseException:
+            self.conn.close()
+            raise
 
     # ------------------------------------------------------------- opening
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
-        if self.readonly:
-            if not self.path.exists():
-                raise StoreError(f"{self.path}: no buffer here (has the gateway run?)")
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout_s)
-        else:
-            if not self.path.parent.is_dir():
-                raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s)
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        if self.readonly and not self.path.exists():
+            raise StoreError(f"{self.path}: no buffer here (has the gateway run?)")
+        if not self.readonly and not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: directory {self.path.parent} does not exist")
+        target = self.path.resolve().as_uri() + "?mode=ro" if self.readonly else self.path
+        try:
+            conn = sqlite3.connect(target, uri=self.readonly, isolation_level=None,
+                                   timeout=busy_timeout_s)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open buffer ({e}); check the path "
+                             "and its permissions") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        except sqlite3.Error as e:
+            conn.close()
+            raise StoreError(f"{self.path}: cannot open buffer ({e})") from None
         return conn
 
     def _configure(self, wal_autocheckpoint: int, max_pages: int | None) -> None:
@@ -285,14 +295,14 @@ class Buffer:
     def mark_synced(self, table: str, ids: Iterable[int], t: float | None = None) -> int:
         """Set ``synced_at`` on rows the store confirmed; returns how many were updated."""
         _check_table(table)
-        ids = [(int(i),) for i in ids]
         ts = self.clock() if t is None else float(t)
+        rows = [(ts, int(i)) for i in ids]
         self._writable()
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
             before = c.total_changes
-            c.executemany(f"UPDATE {table} SET synced_at = {ts!r} WHERE id = ?", ids)
+            c.executemany(f"UPDATE {table} SET synced_at = ? WHERE id = ?", rows)
             n = c.total_changes - before
             c.execute("COMMIT")
         except BaseException:
