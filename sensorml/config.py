@@ -46,6 +46,9 @@ class DecisionConfig:
     warn: float | None = None
     alarm: float | None = None
     trip: float | None = None
+    #: after the gateway starts and after every reset the machine runs up: the model may
+    #: warn and alarm but not trip for this long (hard limits and the watchdog still trip)
+    startup_inhibit_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class GatewayConfig:
         f = dict(self.features)
         f.setdefault("channels", list(self.source.channels))
         f.setdefault("sample_rate", self.source.rate)
+        f.setdefault("window", 1024)
+        f.setdefault("hop", f["window"] // 2)
         return FeatureSpec.from_dict(f)
 
     def to_dict(self) -> dict:
@@ -215,6 +220,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         k=dt.int("k", 3, lo=1, hi=1000), n=dt.int("n", 5, lo=1, hi=1000),
         hysteresis=dt.float("hysteresis", 0.1, lo=0.0, hi=1.0),
         warn=dt.float("warn", None), alarm=dt.float("alarm", None), trip=dt.float("trip", None),
+        startup_inhibit_s=dt.duration("startup_inhibit", 5.0),
     )
     dt.done()
     if decision.k > decision.n:

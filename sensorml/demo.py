@@ -56,13 +56,24 @@ class Proc:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = q.get(timeout=left)
+                line = q.get(timeout=min(left, 0.2))
             except queue.Empty:
-                break
+                if self.p.poll() is not None and q.empty():
+                    raise SensormlError(
+                        f"{self.name} exited with status {self.p.returncode} before it did "
+                        f"{what}; last lines: {self._tail()}") from None
+                continue
             if pred(line):
                 return line
-        raise SensormlError(f"demo: {self.name} did not {what} within {timeout:.0f} s "
+        raise SensormlError(f"{self.name} did not {what} within {timeout:.0f} s "
                             f"(log: {self.log.name})")
+
+    def _tail(self) -> str:
+        self.log.flush()
+        try:
+            return " | ".join(Path(self.log.name).read_text().strip().splitlines()[-3:])
+        except OSError:
+            return "(no log)"
 
     def send(self, line: str) -> None:
         self.p.stdin.write(line + "\n")

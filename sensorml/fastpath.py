@@ -53,6 +53,7 @@ class FastPath:
         reset_input: str | None = None,
         on_reset: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        startup_inhibit_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.windower = Windower(spec)
@@ -74,6 +75,12 @@ class FastPath:
         self.model_failures = 0
         self.last_trip_latency_s: float | None = None
         self._reset_level = 0.0
+        self.startup_inhibit_s = startup_inhibit_s
+        self.inhibit_until = time.monotonic() + startup_inhibit_s
+
+    def machine_restarted(self) -> None:
+        """After a reset the machine runs up again: hold model trips for the inhibit time."""
+        self.inhibit_until = time.monotonic() + self.startup_inhibit_s
 
     # ---------------------------------------------------------------- blocks
     def on_fast_block(self, block: Block) -> None:
@@ -143,6 +150,8 @@ class FastPath:
         m.verdicts[verdict].inc()
         m.last_score.set(score)
         t = self.clock()
+        if verdict == Verdict.TRIP and time.monotonic() < self.inhibit_until:
+            verdict = Verdict.ALARM  # running up after start or reset: alarm, don't trip
         if verdict == Verdict.TRIP:
             self.trip("model", {
                 "score": score, "reason": d.reason, "window_seq": w.seq,

@@ -170,7 +170,7 @@ class Gateway:
             slow_limits=LimitChecker(slow_limits) if slow_limits else None,
             watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
             recorder=self.recorder, metrics=self.metrics,
-            slow_tracker=slow_tracker,
+            slow_tracker=slow_tracker, startup_inhibit_s=cfg.decision.startup_inhibit_s,
             reset_input=cfg.reset_input, on_reset=self.reset,
         )
 
@@ -182,6 +182,8 @@ class Gateway:
         model = self.model
         if model is not None:
             model.decider.reset()  # don't re-trip on the windows that caused the trip
+        if getattr(self, "fast", None) is not None:
+            self.fast.machine_restarted()
         from firmware_bridge.actuators import reset_all
         from firmware_bridge.errors import BridgeError
 
