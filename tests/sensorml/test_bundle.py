@@ -229,3 +229,16 @@ def test_directory_entries_must_be_regular_files(signed, keys):
     os.mkfifo(signed / "model.onnx")
     with pytest.raises(BundleFormatError, match=r"model\.onnx: not a regular file"):
         load_bundle(signed, trusted_keys=[pub])
+
+
+def test_garbage_or_truncated_archive_is_a_format_error(tmp_path, keys):
+    (priv, pub), _ = keys
+    arc = write_bundle(tmp_path / "b.tar.gz", example_manifest(N), sum_of_squares_onnx(), priv)
+    data = arc.read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.tar.gz").write_bytes(os.urandom(4096))
+    for name in ("cut.tar.gz", "junk.tar.gz"):
+        with pytest.raises(BundleFormatError, match=name):
+            load_bundle(tmp_path / name, trusted_keys=[pub])
+    with pytest.raises(BundleFormatError, match="bundle not found"):
+        load_bundle(tmp_path / "absent", trusted_keys=[pub])
