@@ -75,6 +75,7 @@ class FastPath:
         self.model_failures = 0
         self.last_trip_latency_s: float | None = None
         self._reset_level = 0.0
+        self._sensor_fault = False
         self.startup_inhibit_s = startup_inhibit_s
         self.inhibit_until = time.monotonic() + startup_inhibit_s
 
@@ -131,6 +132,16 @@ class FastPath:
                 return
             slow = self.slow.window()
         x = self.extractor(w.data, slow)
+        if not np.isfinite(x).all():  # NaN/inf samples or a dead slow point: a sensor fault
+            self.m.sensor_faults.inc()
+            if not self._sensor_fault:
+                self._sensor_fault = True
+                bad = [n for n, v in zip(self.spec.names(), x) if not np.isfinite(v)]
+                self.recorder.record_event("alarm", {"cause": "sensor", "bad_features": bad[:20],
+                                                     "window_seq": w.seq}, priority=0)
+                log.warning("sensor fault: non-finite features %s", ", ".join(bad[:5]))
+            return
+        self._sensor_fault = False
         try:
             score = float(model.scorer.score(x))
             if not math.isfinite(score):

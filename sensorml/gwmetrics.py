@@ -31,6 +31,8 @@ class GatewayMetrics:
         self.window_latency = r.histogram("sensorml_window_latency_seconds",
                                           "Bytes completing a window to its verdict.",
                                           buckets=LATENCY_BUCKETS)
+        self.sensor_faults = r.counter("sensorml_sensor_faults_total",
+                                       "Windows not scored: non-finite features (sensor fault).")
         self.model_failures = r.counter("sensorml_model_failures_total", "Failed scorings.")
         self.model_refusals = r.counter("sensorml_model_refusals_total",
                                         "Bundles refused at load or reload.")
