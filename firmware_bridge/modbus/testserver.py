@@ -18,6 +18,9 @@ server would run; only the per-connection handler is subclassed, to delay answer
   (``Request(device_id, function_code, address, count)``) and
   :meth:`~ModbusTestServer.wait_for_requests` waits on them with a deadline.
 
+- ``serial_port=`` runs the RTU server on a tty instead; :func:`pty_link` gives two
+  ttys joined like a null-modem cable, so RTU runs end to end without hardware.
+
 Tables are ``holding``, ``input``, ``coil`` and ``discrete``, each a block from address 0.
 A device is given as ``{table: size}`` or ``{table: [initial values]}``; tables left out
 get :data:`DEFAULT_SIZE` zeros.
@@ -37,12 +40,17 @@ get :data:`DEFAULT_SIZE` zeros.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import pty
+import select
 import threading
 import time
-from collections.abc import Callable, Sequence
+import tty
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -107,7 +115,9 @@ class _Handler(ServerRequestHandler):
             self.last_pdu, self.last_addr = saved
 
 
-class _Server(ModbusTcpServer):
+class _Delays:
+    """Mixin: a pymodbus server whose connections use :class:`_Handler`."""
+
     def __init__(self, delays: dict[int, float], *args, **kwargs) -> None:
         self.delays = delays
         super().__init__(*args, **kwargs)
@@ -116,12 +126,60 @@ class _Server(ModbusTcpServer):
         return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
+class _TcpServer(_Delays, ModbusTcpServer):
+    pass
+
+
+class _SerialServer(_Delays, ModbusSerialServer):
+    pass
+
+
+@contextlib.contextmanager
+def pty_link() -> Iterator[tuple[str, str]]:
+    """Two ttys joined like a null-modem cable: ``(server_end, client_end)`` paths.
+
+    Two ``pty.openpty()`` pairs, and a thread that copies bytes between their master
+    sides, so each end is a real tty that pyserial (and pymodbus) open by name.
+    """
+    m1, s1 = pty.openpty()
+    m2, s2 = pty.openpty()
+    for fd in (s1, s2):
+        tty.setraw(fd)
+    wake_r, wake_w = os.pipe()
+
+    def pump() -> None:
+        while True:
+            ready, _, _ = select.select([m1, m2, wake_r], [], [])
+            if wake_r in ready:
+                return
+            for src, dst in ((m1, m2), (m2, m1)):
+                if src in ready:
+                    try:
+                        data = os.read(src, 4096)
+                    except OSError:  # the other side closed its end
+                        continue
+                    os.write(dst, data)
+
+    thread = threading.Thread(target=pump, name="pty-link", daemon=True)
+    thread.start()
+    try:
+        yield os.ttyname(s1), os.ttyname(s2)
+    finally:
+        os.write(wake_w, b"x")
+        thread.join(2.0)
+        for fd in (m1, s1, m2, s2, wake_r, wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class ModbusTestServer:
-    """pymodbus's TCP server on ``host:port`` (default 127.0.0.1, port 0) in a thread.
+    """pymodbus's TCP server on ``host:port`` (default 127.0.0.1, port 0) in a thread,
+    or its RTU server on the tty ``serial_port`` (e.g. one end of :func:`pty_link`).
 
     Use as a context manager, or call :meth:`start` / :meth:`close`. :meth:`stop`
-    closes the listener and every client connection but keeps the thread, the port
-    number and the register contents, so :meth:`start` brings the same server back.
+    closes the listener and every client connection (or the serial port) but keeps the
+    thread, the port number and the register contents, so :meth:`start` brings the same
+    server back.
     """
 
     def __init__(
@@ -130,6 +188,8 @@ class ModbusTestServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
         unknown: str = "silent",
     ) -> None:
         if unknown not in ("silent", "error"):
@@ -137,6 +197,8 @@ class ModbusTestServer:
         devices = {1: {}} if devices is None else devices
         self.host = host
         self.port = port
+        self.serial_port = serial_port
+        self.baudrate = baudrate
         self.unknown = unknown
         self._sim_devices: list[SimDevice] = []
         for dev_id, tables in devices.items():
@@ -161,7 +223,7 @@ class ModbusTestServer:
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._context = None  # the SimCore, kept across stop/start
 
     # ----------------------------------------------------------------- lifecycle
@@ -174,7 +236,13 @@ class ModbusTestServer:
 
     @property
     def url(self) -> str:
-        """``modbus-tcp://host:port`` of the running server."""
+        """``modbus-tcp://host:port`` of the running TCP server.
+
+        For a serial server, clients open the *other* end of the line, e.g.
+        ``modbus-rtu://{client_end}?baud=19200``.
+        """
+        if self.serial_port is not None:
+            raise ConfigError("a serial test server has no client URL: use the other end of the line")
         return f"modbus-tcp://{self.host}:{self.port}"
 
     @property
@@ -210,20 +278,27 @@ class ModbusTestServer:
         self._loop = self._thread = None
 
     async def _listen(self) -> None:
-        server = _Server(
-            self._delay, self._sim_devices, address=(self.host, self.port),
-            trace_pdu=self._trace_pdu,
-        )
+        if self.serial_port is not None:
+            server = _SerialServer(
+                self._delay, self._sim_devices, port=self.serial_port,
+                baudrate=self.baudrate, trace_pdu=self._trace_pdu,
+            )
+        else:
+            server = _TcpServer(
+                self._delay, self._sim_devices, address=(self.host, self.port),
+                trace_pdu=self._trace_pdu,
+            )
         if self._context is None:
             self._context = server.context
         else:
             server.context = self._context
         if not await server.listen():
+            where = self.serial_port or f"{self.host}:{self.port}"
             raise PortError(
-                f"test server: cannot listen on {self.host}:{self.port} "
-                "(port in use? use port=0 for a free one)"
+                f"test server: cannot listen on {where} (in use? use port=0 for a free port)"
             )
-        self.port = server.transport.sockets[0].getsockname()[1]
+        if self.serial_port is None:
+            self.port = server.transport.sockets[0].getsockname()[1]
         self._server = server
 
     async def _shutdown(self) -> None:
