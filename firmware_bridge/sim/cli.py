@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         sim.quit.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    threading.Thread(target=_stdin_loop, args=(sim,), name="sim-stdin", daemon=True).start()
     sim.say("ready")
+    threading.Thread(target=_stdin_loop, args=(sim,), name="sim-stdin", daemon=True).start()
     t = time.monotonic()
     try:
         sim.run()

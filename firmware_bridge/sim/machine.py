@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.sim.faults import ActiveFaults, BearingGeometry, FaultEvent, ringdown
+from firmware_bridge.sim.faults import ActiveFaults, FaultEvent, ringdown
+from firmware_bridge.sim.process import PROFILES, ProcessModel
 from firmware_bridge.sim.schedule import SetPoint, Tracker
 
 TWO_PI = 2.0 * math.pi
@@ -48,27 +49,6 @@ SLOW_CHANNELS = ("temperature_c", "current_a", "pressure_bar", "speed_rpm")
 STATUS_CODES = {"stopped": 0, "running": 1, "starting": 2, "coasting": 3}
 #: per-axis gain of bearing impacts (radial sensors see them best)
 _IMPACT_GAIN = np.array([1.0, 0.7, 0.3])
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """Nameplate of a simulated machine."""
-
-    rpm: float
-    n_vanes: int
-    bearing: BearingGeometry
-    pressure_bar: float
-    current_full_a: float
-    current_idle_a: float
-    line_hz: float
-    ambient_c: float = 25.0
-    temp_rise_c: float = 35.0
-
-
-PROFILES = {
-    "pump": Profile(2970.0, 5, BearingGeometry(), 4.0, 15.0, 5.0, 0.0),
-    "motor": Profile(1480.0, 0, BearingGeometry(9, 9.525, 46.0), 0.0, 30.0, 10.0, 50.0),
-}
 
 
 @dataclass
@@ -141,6 +121,7 @@ class Machine:
         self._setpoints = sorted(schedule, key=lambda s: s.at)
         self.faults = ActiveFaults(faults)
         self._running = True
+        self._starting = False
         self._n = 0  # samples generated
         self._i = 0  # position in the current tick
         self._phi = 0.0  # shaft phase (turns, kept mod 2 for the half orders)
@@ -151,9 +132,8 @@ class Machine:
         self._held = np.zeros(3)
         self._last = np.zeros(3)
         self._tick: _Tick | None = None
-        s = self._speed.value / self.p.rpm
-        self._slow = self._slow_targets(s, {})  # start in thermal steady state
-        self._measured = dict(self._slow)
+        self._process = ProcessModel(self.p, thermal_tau_s, self._dt)
+        self._process.settle(self._speed.value / self.p.rpm, load, self._speed.value)
         self._silent = False
 
     # ----------------------------------------------------------------- commands
@@ -177,7 +157,10 @@ class Machine:
         rpm = self._speed.value
         if not self._running:
             return "coasting" if rpm > 1.0 else "stopped"
-        return "starting" if rpm < 0.97 * self._speed.target else "running"
+        if self._starting and rpm < 0.97 * self._speed.target:
+            return "starting"
+        self._starting = False
+        return "running"
 
     def stop(self) -> None:
         """De-energise: speed coasts down as ``exp(−t/coast_s)``, vibration with it."""
@@ -187,6 +170,7 @@ class Machine:
         """Restart after a stop: ramp up to the speed set-point over ``start_s``."""
         if not self._running:
             self._running = True
+            self._starting = True
             self._speed.set(self._speed.target, slope=self.p.rpm / max(self.start_s, 1e-3))
 
     def inject(self, fault: str, severity: float = 1.0, ramp_s: float = 0.0) -> None:
@@ -208,7 +192,7 @@ class Machine:
 
     def slow_values(self) -> dict[str, float]:
         """Latest slow values as a sensor would report them (with measurement noise)."""
-        return dict(self._measured)
+        return dict(self._process.measured)
 
     # --------------------------------------------------------------- generation
     def generate(self, n: int) -> np.ndarray:
@@ -268,7 +252,7 @@ class Machine:
         tk.silent = r[0] < sev.get("dropout", 0.0)
         self._silent = tk.silent
         self._tick = tk
-        self._update_slow(s, sev, u[2:])
+        self._process.step(s, self._load.value, self._running, self._speed.value, sev, u[2:])
 
     def _coefficients(self, s: float, sev: dict[str, float]) -> np.ndarray:
         """Amplitudes (g) of the rotational basis for axes x, y, z.
@@ -369,39 +353,3 @@ class Machine:
             self._def_phi[name] = (self._def_phi[name] + ratio * dphi) % 1.0
         self._cage_phi = (self._cage_phi + self._orders["ftf"] * dphi) % 1.0
         self._line_phi = (self._line_phi + 2.0 * self.p.line_hz * self._dt) % 1.0
-
-    # -------------------------------------------------------------- slow values
-    def _slow_targets(self, s: float, sev: dict[str, float]) -> dict[str, float]:
-        p, load = self.p, self._load.value
-        on = 1.0 if self._running else 0.0
-        current = on * min(1.0, s) * (p.current_idle_a + (p.current_full_a - p.current_idle_a) * load)
-        cav = sev.get("cavitation", 0.0)
-        pressure = p.pressure_bar * s * s * (1.05 - 0.1 * load) * (1.0 - 0.2 * min(cav, 1.0))
-        bearing = sum(sev.get(f, 0.0) for f in ("outer_race", "inner_race", "ball"))
-        temp = (
-            p.ambient_c
-            + p.temp_rise_c * load * min(1.0, s)
-            + 45.0 * sev.get("overheating", 0.0)
-            + 4.0 * bearing * min(1.0, s)
-        )
-        return {
-            "temperature_c": temp,
-            "current_a": current,
-            "pressure_bar": pressure,
-            "speed_rpm": self._speed.value,
-        }
-
-    def _update_slow(self, s: float, sev: dict[str, float], u: list[float]) -> None:
-        target = self._slow_targets(s, sev)
-        taus = {"temperature_c": self.thermal_tau_s, "current_a": 0.3, "pressure_bar": 0.5}
-        for key, tau in taus.items():
-            self._slow[key] += (target[key] - self._slow[key]) * (1.0 - math.exp(-self._dt / tau))
-        self._slow["speed_rpm"] = target["speed_rpm"]
-        cav = sev.get("cavitation", 0.0)
-        m = self._measured
-        m["temperature_c"] = self._slow["temperature_c"] + 0.05 * u[0]
-        m["current_a"] = max(0.0, self._slow["current_a"] * (1.0 + 0.005 * u[1]))
-        m["pressure_bar"] = max(
-            0.0, self._slow["pressure_bar"] * (1.0 + (0.003 + 0.06 * cav) * u[2])
-        )
-        m["speed_rpm"] = max(0.0, self._slow["speed_rpm"] + (0.5 * u[3] if s > 0.01 else 0.0))
