@@ -47,8 +47,13 @@ def enqueue_cost(d: Path, paced_hz: float | None, n: int) -> tuple[float, float]
     return _pct(times, 0.5), _pct(times, 0.99)
 
 
-def writer_throughput(d: Path, n: int, raw: bool, wal_pages: int = 4000) -> tuple[float, dict]:
-    """Rows/s the writer commits from a full queue (writer parked while it fills)."""
+def writer_throughput(d: Path, n: int, raw: bool, wal_pages: int = 4000,
+                      busy_thread: bool = False) -> tuple[float, dict]:
+    """Rows/s the writer commits from a full queue (writer parked while it fills).
+
+    ``busy_thread``: another thread runs pure Python meanwhile (a saturated fast path),
+    the case where per-row GIL hand-offs (``executemany``) starve the writer.
+    """
     path = d / f"thr-{time.perf_counter_ns()}.db"
     rec = Recorder(path, queue_size=n, batch=256, start=False, flush_interval_s=0.05,
                    buffer_options={"wal_autocheckpoint": wal_pages})
@@ -57,10 +62,23 @@ def writer_throughput(d: Path, n: int, raw: bool, wal_pages: int = 4000) -> tupl
             rec.record_raw(1.0, "sample", ("ax", "ay", "az"), 25600.0, RAW)
         else:
             rec.record_score(1.0, i, 0.5, 0, "m-1", FEATS)
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    spinner = threading.Thread(target=spin)
+    if busy_thread:
+        spinner.start()
     t0 = time.perf_counter()
     rec.start()
     assert rec.flush(120)
     dt = time.perf_counter() - t0
+    stop.set()
+    if busy_thread:
+        spinner.join()
     st = rec.stats()
     rec.close()
     return n / dt, st
@@ -123,6 +141,11 @@ def main() -> None:
               f"{st['commit_ms']['p50']:.2f} ms p99 {st['commit_ms']['p99']:.2f} ms "
               f"max {st['commit_ms']['max']:.1f} ms, {st['commit_ms']['over_5ms']}/"
               f"{st['commit_ms']['n']} commits > 5 ms (256 rows/commit)")
+        res = [writer_throughput(d, 50_000, raw=False, busy_thread=True) for _ in range(3)]
+        c = res[1][1]["commit_ms"]
+        print(f"  same while another thread spins in Python: "
+              f"{statistics.median(r[0] for r in res):,.0f} rows/s; commit p50 {c['p50']:.2f} ms "
+              f"p99 {c['p99']:.2f} ms")
         for pages in (1000, 200):
             res = [writer_throughput(d, 100_000, raw=False, wal_pages=pages) for _ in range(3)]
             c = res[1][1]["commit_ms"]

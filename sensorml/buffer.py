@@ -51,7 +51,6 @@ from typing import Any
 
 from sensorml.bufferschema import (
     EVICTION_ORDER,
-    INSERT_SQL,
     LABEL_VERDICTS,
     MIGRATIONS,
     RAW_PRIORITY,
@@ -60,6 +59,8 @@ from sensorml.bufferschema import (
     TABLES,
     UNSYNCED_ORDER,
     event_severity,
+    insert_sql,
+    rows_per_statement,
     to_json,
 )
 from sensorml.errors import StoreError
@@ -238,7 +239,8 @@ class Buffer:
 
     def write(self, events: Sequence[tuple] = (), scores: Sequence[tuple] = (),
               raws: Sequence[tuple] = (), *, enforce: bool = True) -> None:
-        """Insert rows in one transaction (row tuples in ``INSERT_SQL`` column order).
+        """Insert rows in one transaction (row tuples in ``INSERT_COLUMNS`` order), with
+        multi-row INSERT statements (see :func:`~sensorml.bufferschema.insert_sql`).
 
         Raises ``sqlite3.OperationalError`` as is (the recorder handles 'disk is full').
         """
@@ -246,12 +248,11 @@ class Buffer:
         c = self.conn
         c.execute("BEGIN")
         try:
-            if events:
-                c.executemany(INSERT_SQL["events"], events)
-            if scores:
-                c.executemany(INSERT_SQL["scores"], scores)
-            if raws:
-                c.executemany(INSERT_SQL["raw_windows"], raws)
+            for table, rows in (("events", events), ("scores", scores), ("raw_windows", raws)):
+                per = rows_per_statement(table)
+                for k in range(0, len(rows), per):
+                    chunk = rows[k:k + per]
+                    c.execute(insert_sql(table, len(chunk)), [v for r in chunk for v in r])
             c.execute("COMMIT")
         except BaseException:
             _rollback(c)
