@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
             kp = base_dir / kp
         if kp.exists():
             keys.append(str(kp))
-        elif len(k) >= 40 and "/" not in k[:3] and not k.endswith((".pem", ".pub")):
+        elif re.fullmatch(r"[A-Za-z0-9+/]{42,44}={0,2}", k):
             keys.append(k)  # a base64 raw public key written inline
         else:
             raise ConfigError(f"model.trusted_keys[{i}]: {k!r}: file not found")
