@@ -16,6 +16,25 @@ in the plain spectrum. An inner-race defect turns with the shaft through the loa
 so its strikes are amplitude-modulated at ``fr``; a ball defect is carried by the cage,
 so its strikes are modulated at FTF.
 
+Fault catalogue (severity 1.0 = a clearly developed fault; amplitudes scale with it)::
+
+    outer_race    ring-downs at BPFO, 0.8 g peak, constant amplitude (defect in the load zone)
+    inner_race    ring-downs at BPFI, modulated by the shaft rate (sidebands BPFI ± fr)
+    ball          ring-downs at 2·BSF, modulated by the cage (FTF)
+    imbalance     +0.25 g at 1x, radial, x and y 90° apart (a rotating force)
+    misalignment  +0.12 g at 2x (and 3x) radial, strong 1x and 2x axial (z)
+    looseness     harmonics up to 8x and half orders 0.5x/1.5x/2.5x, mostly vertical (y)
+    cavitation    bursts of broadband high-frequency noise; pressure −20 % and unsteady (pump)
+    overheating   temperature target +45 °C (lubrication/cooling failure), first-order lag
+    dropout       the sensor sends nothing: zeros from Machine.generate and ``sensor_silent``;
+                  the serial device and ``sim://`` send no data. Severity s < 1 drops each
+                  10 ms control tick with probability s (an intermittent connector).
+    stuck         the sensor repeats its last value on every axis
+    spikes        single-sample spikes of ±5..15 g, ~20/s per axis at severity 1
+
+Bearing faults also warm the bearing (+4 °C per unit severity). Sensor faults touch only the
+vibration, never the slow values.
+
 >>> g = BearingGeometry()          # a 6205 deep-groove ball bearing
 >>> {k: round(v, 3) for k, v in g.orders().items()}
 {'ftf': 0.398, 'bpfo': 3.585, 'bpfi': 5.415, 'bsf': 2.357}
