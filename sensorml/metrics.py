@@ -160,6 +160,7 @@ class Counter(_Metric):
 
     def _reset(self) -> None:
         self.value = 0
+        self._fn: Callable[[], float] | None = None
 
     def inc(self, n: float = 1) -> None:
         if n < 0:
@@ -170,8 +171,12 @@ class Counter(_Metric):
             with self._lock:
                 self.value += n
 
+    def set_function(self, fn: Callable[[], float]) -> None:
+        """Read the count from ``fn()`` at each render (a count kept by another object)."""
+        self._fn = fn
+
     def _own_samples(self, pairs):
-        yield self.name, pairs, self.value
+        yield self.name, pairs, _read(self._fn, self.value)
 
 
 class Gauge(_Metric):
@@ -201,13 +206,16 @@ class Gauge(_Metric):
         self._fn = fn
 
     def _own_samples(self, pairs):
-        v = self.value
-        if self._fn is not None:
-            try:
-                v = float(self._fn())
-            except Exception:  # noqa: BLE001 - a broken probe must not break /metrics
-                v = math.nan
-        yield self.name, pairs, v
+        yield self.name, pairs, _read(self._fn, self.value)
+
+
+def _read(fn: Callable[[], float] | None, value: float) -> float:
+    if fn is None:
+        return value
+    try:
+        return float(fn())
+    except Exception:  # noqa: BLE001 - a broken probe must not break /metrics
+        return math.nan
 
 
 class Histogram(_Metric):

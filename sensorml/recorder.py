@@ -24,6 +24,7 @@ commit, and a PASSIVE one when the writer is idle.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -34,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from sensorml.buffer import RAW_PRIORITY, Buffer, to_json
+from sensorml.buffer import RAW_PRIORITY, TABLES, Buffer, to_json
 from sensorml.errors import StoreError
+from sensorml.metrics import Registry
 
 __all__ = ["Recorder", "LANES"]
 
@@ -237,6 +239,29 @@ class Recorder:
         out["checkpoint_ms"] = {"n": len(ckpt_ms), "max": max(ckpt_ms, default=None)}
         out["alive"] = self._thread is not None and self._thread.is_alive()
         return out
+
+    def register_metrics(self, registry: Registry, prefix: str = "sensorml_recorder") -> None:
+        """Expose queue depth, rows written/dropped per lane, errors and buffer evictions
+        in a :class:`~sensorml.metrics.Registry` (read at each render, no fast-path cost)."""
+        q = registry.gauge(f"{prefix}_queued", "Rows waiting for the writer.", ("lane",))
+        w = registry.counter(f"{prefix}_written_total", "Rows committed to the buffer.", ("lane",))
+        d = registry.counter(f"{prefix}_dropped_total",
+                             "Rows dropped because the queue was full.", ("lane",))
+        for i, lane in enumerate(LANES):
+            q.labels(lane=lane).set_function(lambda q=self._lanes[i]: len(q))
+            w.labels(lane=lane).set_function(lambda lane=lane: self.written[lane])
+            d.labels(lane=lane).set_function(lambda lane=lane: self.dropped[lane])
+        registry.counter(f"{prefix}_errors_total", "Buffer write errors (retried).") \
+            .set_function(lambda: self.errors)
+        ev = registry.counter(f"{prefix}_evicted_total", "Rows evicted by the size cap.",
+                              ("table",))
+        for table in TABLES:
+            ev.labels(table=table).set_function(
+                lambda t=table: self._buf_stats.get("evicted", {}).get(t, 0))
+        registry.gauge(f"{prefix}_buffer_bytes", "Live bytes in the buffer file.") \
+            .set_function(lambda: self._buf_stats.get("used_bytes", math.nan))
+        registry.gauge(f"{prefix}_last_commit_timestamp_seconds", "Time of the last commit.") \
+            .set_function(lambda: self.last_commit or math.nan)
 
     # -------------------------------------------------------------- writer
     def _run(self) -> None:

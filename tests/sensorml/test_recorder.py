@@ -14,6 +14,7 @@ import pytest
 import sensorml
 from sensorml.buffer import Buffer
 from sensorml.errors import StoreError
+from sensorml.metrics import Registry
 from sensorml.recorder import Recorder
 
 REPO = Path(sensorml.__file__).resolve().parents[1]
@@ -203,6 +204,23 @@ def test_numpy_scalars_from_the_fast_path_are_stored_not_fatal(tmp_path):
         assert np.frombuffer(s["features"], "<f4").tolist() == [0.5, 0.25]
         raw = r.unsynced("raw_windows")[0]
         assert (raw["dtype"], raw["rate"]) == ("<f8", 100.0)
+
+
+def test_recorder_figures_show_up_in_a_metrics_registry(tmp_path):
+    reg = Registry()
+    with Recorder(tmp_path / "r.db", queue_size=2, start=False) as rec:
+        rec.register_metrics(reg)
+        for i in range(3):
+            rec.record_score(float(i), i, 0.1, 0, "m")
+        text = reg.render()
+        assert 'sensorml_recorder_queued{lane="scores"} 2' in text
+        assert 'sensorml_recorder_dropped_total{lane="scores"} 1' in text
+        rec.start()
+        assert rec.flush(10.0)
+        text = reg.render()
+        assert 'sensorml_recorder_written_total{lane="scores"} 2' in text
+        assert 'sensorml_recorder_evicted_total{table="raw_windows"} 0' in text
+        assert "# TYPE sensorml_recorder_errors_total counter" in text
 
 
 def test_a_newer_buffer_is_refused_at_start(tmp_path):
