@@ -57,6 +57,10 @@ _EXCEPTION_NAMES = {
 }
 
 
+#: exception codes a gateway sends for a device that is not there (treated as an outage)
+_GATEWAY_NO_DEVICE = (10, 11)
+
+
 @dataclass
 class _Device:
     """Health of one device id on the link."""
@@ -226,7 +230,12 @@ class ModbusSource(Source):
                 data = self._read(req, tries)
             except TimeoutError as exc:
                 self._device_down(dev, str(exc))
-                break
+                return False
+            if isinstance(data, int) and data in _GATEWAY_NO_DEVICE:
+                # a TCP gateway saying the device behind it did not answer: an outage
+                why = _EXCEPTION_NAMES[data]
+                self._device_down(dev, f"the gateway reports exception {data} ({why})")
+                return False
             answered = True
             if isinstance(data, int):  # Modbus exception code
                 if i not in self._failing:

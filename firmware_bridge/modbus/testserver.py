@@ -12,7 +12,8 @@ server would run; only the per-connection handler is subclassed, to delay answer
   atomically with respect to requests (the update runs on the server's event loop);
 - :meth:`~ModbusTestServer.set_offline` makes one device id stop answering (a dead
   drop on an RS-485 line behind a gateway); ids that are not served never answer either
-  (``unknown="silent"``, the default) or get a Modbus exception (``unknown="error"``);
+  (``unknown="silent"``, the default, as on an RS-485 line) or get exception 0x0B
+  "gateway target device failed to respond" (``unknown="gateway"``, as from a TCP gateway);
 - :meth:`~ModbusTestServer.set_delay` makes one device answer late (a slow device);
 - :attr:`~ModbusTestServer.requests` logs every request seen
   (``Request(device_id, function_code, address, count)``) and
@@ -50,6 +51,8 @@ import tty
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -101,7 +104,15 @@ class _Handler(ServerRequestHandler):
         pdu, addr = self.last_pdu, self.last_addr
         if pdu is None:
             return
-        delay = self.server.delays.get(pdu.dev_id, 0.0)
+        harness = self.server.harness
+        if harness.unknown == "gateway" and pdu.dev_id not in harness._device_ids:
+            answer = ExceptionResponse(
+                pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE,
+                device_id=pdu.dev_id, transaction=pdu.transaction_id,
+            )
+            self.server_send(answer, addr)
+            return
+        delay = harness._delay.get(pdu.dev_id, 0.0)
         asyncio.run_coroutine_threadsafe(self._handle(pdu, addr, delay), self.loop)
 
     async def _handle(self, pdu, addr, delay: float) -> None:
@@ -118,8 +129,8 @@ class _Handler(ServerRequestHandler):
 class _Delays:
     """Mixin: a pymodbus server whose connections use :class:`_Handler`."""
 
-    def __init__(self, delays: dict[int, float], *args, **kwargs) -> None:
-        self.delays = delays
+    def __init__(self, harness: ModbusTestServer, *args, **kwargs) -> None:
+        self.harness = harness
         super().__init__(*args, **kwargs)
 
     def callback_new_connection(self):
@@ -192,8 +203,8 @@ class ModbusTestServer:
         baudrate: int = 19200,
         unknown: str = "silent",
     ) -> None:
-        if unknown not in ("silent", "error"):
-            raise ConfigError(f"unknown={unknown!r}: expected 'silent' or 'error'")
+        if unknown not in ("silent", "gateway"):
+            raise ConfigError(f"unknown={unknown!r}: expected 'silent' or 'gateway'")
         devices = {1: {}} if devices is None else devices
         self.host = host
         self.port = port
@@ -280,12 +291,12 @@ class ModbusTestServer:
     async def _listen(self) -> None:
         if self.serial_port is not None:
             server = _SerialServer(
-                self._delay, self._sim_devices, port=self.serial_port,
+                self, self._sim_devices, port=self.serial_port,
                 baudrate=self.baudrate, trace_pdu=self._trace_pdu,
             )
         else:
             server = _TcpServer(
-                self._delay, self._sim_devices, address=(self.host, self.port),
+                self, self._sim_devices, address=(self.host, self.port),
                 trace_pdu=self._trace_pdu,
             )
         if self._context is None:

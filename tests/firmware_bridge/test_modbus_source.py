@@ -173,11 +173,13 @@ def test_a_modbus_exception_fails_only_its_points_and_says_why():
 
 
 # -------------------------------------------------------------- device failures
-def test_a_dead_device_never_stops_the_others():
-    """Device 3 is not served (no answer at all): it goes down once and is probed with
-    backoff, while devices 1 and 2 keep flowing at the poll rate."""
+@pytest.mark.parametrize("unknown", ["silent", "gateway"])
+def test_a_dead_device_never_stops_the_others(unknown):
+    """Device 3 is not served: no answer at all (an RS-485 drop), or exception 0x0B from
+    a TCP gateway. It goes down once and is probed with backoff, while devices 1 and 2
+    keep flowing at the poll rate."""
     regmap = parse_map(pts(("a", 1, "holding", 0), ("dead", 3, "holding", 0), ("b", 2, "input", 0)))
-    with ModbusTestServer({1: {"holding": [11]}, 2: {"input": [22]}}) as server:
+    with ModbusTestServer({1: {"holding": [11]}, 2: {"input": [22]}}, unknown=unknown) as server:
         col = Collector()
         src = fast_source(server.url, col, regmap, rate=40.0, timeout_s=0.05, retries=1,
                           backoff_s=0.1, backoff_max_s=0.4)
@@ -198,6 +200,8 @@ def test_a_dead_device_never_stops_the_others():
     # backoff: far fewer requests to the dead device than polls (not 2 tries per poll)
     assert probes < len(col.blocks) / 2
     assert col.kinds(3) == ["outage"] and col.kinds(1) == [] and col.kinds(2) == []
+    if unknown == "gateway":
+        assert "exception 11 (gateway target did not respond)" in col.events[0].message
 
 
 def test_a_slow_device_goes_down_and_recovers_while_others_flow():
