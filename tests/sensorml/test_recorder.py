@@ -89,6 +89,28 @@ def test_full_queue_drops_by_priority_and_never_drops_events(tmp_path):
     assert rec.stats()["dropped"]["scores"] == 3
 
 
+def test_a_small_cap_keeps_trips_and_evicts_raw_windows_while_recording(tmp_path):
+    cap = 256 << 10
+    p = tmp_path / "r.db"
+    raw = np.ones((1024, 3), np.float32)
+    with Recorder(p, max_bytes=cap, batch=16) as rec:
+        for i in range(200):
+            rec.record_raw(float(i), "sample", ("ax", "ay", "az"), 25600.0, raw)
+            rec.record_score(float(i), i, 0.5, 0, "m", FEATS)
+            if i % 20 == 0:
+                rec.record_event("trip", {"i": i})
+                assert rec.flush(10.0)
+        assert rec.flush(10.0)
+        st = rec.stats()
+    assert st["errors"] == 0 and st["dropped"]["raw_sample"] == 0
+    with read(p) as r:
+        assert r.used_bytes() <= cap * 1.25  # checked every few commits, not every row
+        assert sorted(e["detail"]["i"] for e in r.recent_events(100) if e["kind"] == "trip") == \
+            list(range(0, 200, 20))
+        assert int(r.get_meta("evicted.raw_windows")) > 100
+        assert r.counts()["scores"]["rows"] == 200
+
+
 def test_raw_sample_every_keeps_one_in_n_and_all_alarm_windows(tmp_path):
     with Recorder(tmp_path / "r.db", raw_sample_every=3) as rec:
         for i in range(9):
