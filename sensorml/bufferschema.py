@@ -1,7 +1,15 @@
 """The buffer's schema: named migrations, row layouts, priorities and eviction order.
 
 This is the sync contract: the sync job reads these tables and columns. A schema change
-is a new migration appended to :data:`MIGRATIONS` (never an edit of an applied one).
+is a new migration appended to :data:`MIGRATIONS` (never an edit of an applied one);
+its SQL is split on ``;``, so keep semicolons out of string literals.
+
+Columns the sync job relies on: every data table has ``id`` (AUTOINCREMENT, never
+reused), ``t`` (unix seconds, float) and ``synced_at`` (NULL until confirmed).
+``events.severity`` is 0 info, 1 warn, 2 alarm, 3 trip; ``events.detail`` is JSON;
+``scores.verdict`` is ``sensorml.decider.Verdict`` as int; ``scores.features`` is
+little-endian float32 or NULL; ``raw_windows.channels`` and ``.shape`` are JSON lists and
+``.data`` is C-ordered samples of ``.dtype`` (numpy dtype string, e.g. ``<f4``).
 """
 
 from __future__ import annotations
