@@ -209,11 +209,12 @@ class Simulator:
             self.modbus = ModbusDevice(
                 self._modbus_values, self._coil, lambda: self.machine.stopped,
                 host=host, port=int(port), map_path=a.map or DEFAULT_MAP, update_hz=a.update_hz,
-            ).start()
+            )
+            rtu = self.modbus.start_rtu(a.rtu_baud) if a.modbus_rtu else None
+            self.modbus.start()
             self.say(f"modbus-tcp: {host}:{self.modbus.port}")
-            if a.modbus_rtu:
-                path = self.modbus.start_rtu(a.rtu_baud)
-                self.say(f"modbus-rtu: {path} baud={a.rtu_baud}")
+            if rtu:
+                self.say(f"modbus-rtu: {rtu} baud={a.rtu_baud}")
 
     def run(self) -> None:
         """The real-time loop: generate a block when it is due, send it, update RMS."""
