@@ -3,7 +3,8 @@
 config → check → plan → **gather**. The map is checked and planned once; then a reader
 thread polls at ``rate`` polls per second and hands one :class:`Block` per poll to
 ``on_block``: one row, one float32 channel per point (bools as 0/1), ``point_ok`` per
-channel, ``rate`` = the poll rate. A point that could not be read this poll is NaN with
+channel, ``rate`` = the poll rate (``channels=`` picks and orders a subset of the map's points).
+A point that could not be read this poll is NaN with
 ``point_ok`` False, and the block is flagged ``Quality.PARTIAL``::
 
     modbus-tcp://127.0.0.1:5020?map=pump.toml&rate=10&timeout=250ms&retries=1
@@ -29,11 +30,12 @@ A poll that overruns its period is flagged ``STALE`` and the missed ticks are sk
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,11 +93,19 @@ class ModbusSource(Source):
         rate: float | str | None = None,
         timeout_s: float | str | None = None,
         retries: int | str | None = None,
+        channels: Sequence[str] | None = None,
         backoff_s: float = 0.2,
         backoff_max_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        **unknown: object,
     ) -> None:
         super().__init__(url, on_block, on_event, clock)
+        if unknown:
+            key = sorted(unknown)[0]
+            allowed = ("map", "rate", "timeout_s", "retries", "channels", "backoff_s", "backoff_max_s")
+            close = difflib.get_close_matches(key, allowed, 1)
+            hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(allowed)}"
+            raise ConfigError(f"{url}: unknown option {key!r} for a Modbus source ({hint})")
         self.link = parse_modbus_url(url)
         q = dict(self.link.params)
         for key in q:
@@ -103,7 +113,7 @@ class ModbusSource(Source):
                 close = difflib.get_close_matches(key, URL_KEYS + ("baud", "parity", "stopbits"), 1)
                 hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(URL_KEYS)}"
                 raise ConfigError(f"{url}: unknown option {key}= ({hint})")
-        self.regmap = _resolve_map(url, map if map is not None else q.get("map"))
+        self.regmap = _select(url, _resolve_map(url, map if map is not None else q.get("map")), channels)
         self.rate = _positive(url, "rate", rate if rate is not None else q.get("rate", 10.0), 1000.0)
         t = timeout_s if timeout_s is not None else q.get("timeout", 0.5)
         self.timeout_s = _positive(url, "timeout", parse_duration(t, f"{url}: timeout"), 60.0)
@@ -365,6 +375,26 @@ def _positive(url: str, key: str, value, hi: float) -> float:
     if not 0 < v <= hi:
         raise ConfigError(f"{url}: {key}={v:g} is not in (0, {hi:g}]")
     return v
+
+
+def _select(url: str, regmap: RegisterMap, channels: Sequence[str] | None) -> RegisterMap:
+    """Keep only the points named in ``channels``, in that order (all if None)."""
+    if channels is None:
+        return regmap
+    if isinstance(channels, str):
+        channels = [c.strip() for c in channels.split(",") if c.strip()]
+    if not channels:
+        raise ConfigError(f"{url}: channels is empty (name points of the map, or leave it out)")
+    points = []
+    for name in channels:
+        if name not in regmap.names:
+            close = difflib.get_close_matches(name, regmap.names, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{url}: channel {name!r} is not a point of {regmap.source}{hint}")
+        if any(p.name == name for p in points):
+            raise ConfigError(f"{url}: channel {name!r} is listed twice")
+        points.append(regmap.point(name))
+    return dataclasses.replace(regmap, points=tuple(points))
 
 
 def _resolve_map(url: str, spec) -> RegisterMap:

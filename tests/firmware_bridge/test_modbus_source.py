@@ -288,6 +288,8 @@ def test_url_options_and_open_source(tmp_path):
     assert src2.rate == 20.0  # options override the URL
     with pytest.raises(ConfigError, match=r"unknown option rat= \(did you mean 'rate'\?\)"):
         ModbusSource(f"modbus-tcp://127.0.0.1:1502?map={path}&rat=5", lambda b: None)
+    with pytest.raises(ConfigError, match=r"unknown option 'rtae' for a Modbus source \(did you mean 'rate'\?\)"):
+        open_source(f"modbus-tcp://127.0.0.1:1502?map={path}", lambda b: None, rtae=3)
     with pytest.raises(ConfigError, match=r"no register map \(add \?map=pump.toml"):
         ModbusSource("modbus-tcp://127.0.0.1:1502", lambda b: None)
     with pytest.raises(ConfigError, match=r"rate=0 is not in"):
@@ -335,3 +337,19 @@ def test_rtu_over_a_pty_line_with_a_silent_device():
     assert all(b.point_ok.tolist() == [True, True, False] for b in blocks)
     assert blocks[-1].samples[0, :2].tolist() == [2.5, 1.0]
     assert col.kinds(1) == [] and col.kinds(2) == []
+
+
+def test_channels_option_picks_and_orders_points():
+    """A gateway config may name the channels it wants: only those are read, in order."""
+    regmap = parse_map(pts(("a", 1, "holding", 0), ("b", 1, "holding", 1), ("c", 2, "input", 0)))
+    with ModbusTestServer({1: {"holding": [1, 2]}, 2: {"input": [3]}}) as server:
+        src = open_source(server.url, lambda b: None, map=regmap, channels=("c", "a"))
+        try:
+            block = src.poll_once()
+        finally:
+            src.stop()
+        seen = {(r.device_id, r.address, r.count) for r in server.requests}
+    assert block.channels == ("c", "a") and block.samples[0].tolist() == [3.0, 1.0]
+    assert seen == {(1, 0, 1), (2, 0, 1)}  # b is not read
+    with pytest.raises(ConfigError, match=r"channel 'aa' is not a point of .* \(did you mean 'a'\?\)"):
+        ModbusSource(server.url, lambda b: None, map=regmap, channels=["aa"])
