@@ -30,6 +30,13 @@ _PARITIES = ("N", "E", "O")
 
 ModbusClient = ModbusTcpClient | ModbusSerialClient
 
+#: Modbus exception codes, as a person would say them
+EXCEPTION_NAMES = {
+    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+    4: "device failure", 5: "acknowledge", 6: "device busy",
+    10: "gateway path unavailable", 11: "gateway target did not respond",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ModbusURL:
@@ -141,3 +148,23 @@ def make_client(url: str | ModbusURL, timeout_s: float = 0.5, *, retries: int = 
         bytesize=u.bytesize, timeout=timeout_s, retries=retries,
         reconnect_delay=0.1, reconnect_delay_max=5.0,
     )
+
+
+def describe_error(exc: BaseException) -> str:
+    """pymodbus's long exception texts, cut to what a person needs.
+
+    >>> from pymodbus.exceptions import ModbusIOException
+    >>> describe_error(ModbusIOException("No response received after 1 retries, continue"))
+    'no response'
+    """
+    text = str(exc)
+    for needle, short in (
+        ("unexpectedly closed", "connection closed by the other end"),
+        ("No response received", "no response"),
+        ("Failed to connect", "cannot connect"),
+        ("cannot connect", "cannot connect"),
+    ):
+        if needle in text:
+            return short
+    text = text.replace("Modbus Error: ", "").strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__

@@ -3,8 +3,7 @@
 config → check → plan → **gather**. The map is checked and planned once; then a reader
 thread polls at ``rate`` polls per second and hands one :class:`Block` per poll to
 ``on_block``: one row, one float32 channel per point (bools as 0/1), ``point_ok`` per
-channel, ``rate`` = the poll rate (``channels=`` picks and orders a subset of the map's points).
-A point that could not be read this poll is NaN with
+channel, ``rate`` = the poll rate. A point that could not be read this poll is NaN with
 ``point_ok`` False, and the block is flagged ``Quality.PARTIAL``::
 
     modbus-tcp://127.0.0.1:5020?map=pump.toml&rate=10&timeout=250ms&retries=1
@@ -44,7 +43,12 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from firmware_bridge.block import Block, Quality
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.modbus.client import make_client, parse_modbus_url
+from firmware_bridge.modbus.client import (
+    EXCEPTION_NAMES,
+    describe_error,
+    make_client,
+    parse_modbus_url,
+)
 from firmware_bridge.modbus.codec import make_decoder
 from firmware_bridge.modbus.plan import ReadRequest, plan_reads
 from firmware_bridge.modbus.regmap import RegisterMap, load_map, parse_map
@@ -52,11 +56,6 @@ from firmware_bridge.source import BlockSink, EventSink, Source, parse_duration
 
 #: query keys the source understands (transport keys are handled by client.py)
 URL_KEYS = ("map", "rate", "timeout", "retries")
-_EXCEPTION_NAMES = {
-    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-    4: "device failure", 5: "acknowledge", 6: "device busy",
-    10: "gateway path unavailable", 11: "gateway target did not respond",
-}
 
 
 #: exception codes a gateway sends for a device that is not there (treated as an outage)
@@ -79,7 +78,23 @@ class _LinkDown(Exception):
 
 
 class ModbusSource(Source):
-    """Poll a register map; see the module docstring for the behaviour on failures."""
+    """Poll a register map; see the module docstring for the behaviour on failures.
+
+    Keyword options override the URL's query keys:
+
+    - ``map``: a TOML path, a :class:`RegisterMap` or a dict for :func:`parse_map`
+      (URL ``map=``);
+    - ``rate``: polls per second (URL ``rate=``, default 10);
+    - ``timeout_s``: per request (URL ``timeout=`` as ``250ms``/``0.25``, default 0.5);
+    - ``retries``: re-sends of an unanswered request of a live device (URL
+      ``retries=``, default 1); a down device is probed with one try;
+    - ``channels``: names of the map's points to read, in block order (default all);
+    - ``backoff_s`` / ``backoff_max_s``: first and largest wait before probing a down
+      device or reconnecting a lost link (default 0.2 s doubling to 5 s).
+
+    ``poll_once()`` runs one poll in the caller's thread (tests, benchmarks);
+    :meth:`start` runs polls at ``rate`` in the reader thread.
+    """
 
     kind = "modbus"
 
@@ -131,7 +146,7 @@ class ModbusSource(Source):
         self.channels = self.regmap.names
         self.requests: list[ReadRequest] = plan_reads(self.regmap)
         col = {name: i for i, name in enumerate(self.channels)}
-        # per request: (columns, decoders, offsets) precomputed for the hot loop
+        # per request, per point: (column, decoder, offset in the read), for the hot loop
         self._decode = [
             [(col[p.name], make_decoder(p), p.address - req.address) for p in req.points]
             for req in self.requests
@@ -243,14 +258,14 @@ class ModbusSource(Source):
                 return False
             if isinstance(data, int) and data in _GATEWAY_NO_DEVICE:
                 # a TCP gateway saying the device behind it did not answer: an outage
-                why = _EXCEPTION_NAMES[data]
+                why = EXCEPTION_NAMES[data]
                 self._device_down(dev, f"the gateway reports exception {data} ({why})")
                 return False
             answered = True
             if isinstance(data, int):  # Modbus exception code
                 if i not in self._failing:
                     self._failing.add(i)
-                    why = _EXCEPTION_NAMES.get(data, "unknown")
+                    why = EXCEPTION_NAMES.get(data, "unknown")
                     self.emit_event("error", f"{req}: Modbus exception {data} ({why})")
                 continue
             if i in self._failing:
@@ -287,12 +302,12 @@ class ModbusSource(Source):
             try:
                 rr = fn(req.address, count=req.count, device_id=req.device_id)
             except ConnectionException as exc:
-                raise _LinkDown(_short(exc)) from None
+                raise _LinkDown(describe_error(exc)) from None
             except (ModbusException, OSError) as exc:
                 if self._stop.is_set():
                     raise _LinkDown("source stopped") from None
                 self._counts["timeouts"] += 1
-                last = _short(exc)
+                last = describe_error(exc)
                 continue
             except Exception:
                 if self._stop.is_set():  # the transport was closed under the read
@@ -350,21 +365,6 @@ class ModbusSource(Source):
                     f"device {dev.device_id}: link to {self.link.target} down ({reason}); "
                     f"reconnecting every {self.backoff_s:g}..{self.backoff_max_s:g} s",
                 )
-
-
-def _short(exc: BaseException) -> str:
-    """pymodbus's long exception texts, cut to what a person needs."""
-    text = str(exc)
-    for needle, short in (
-        ("unexpectedly closed", "connection closed by the other end"),
-        ("No response received", "no response"),
-        ("Failed to connect", "cannot connect"),
-        ("cannot connect", "cannot connect"),
-    ):
-        if needle in text:
-            return short
-    text = text.replace("Modbus Error: ", "").strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _positive(url: str, key: str, value, hi: float) -> float:
