@@ -353,3 +353,25 @@ def test_channels_option_picks_and_orders_points():
     assert seen == {(1, 0, 1), (2, 0, 1)}  # b is not read
     with pytest.raises(ConfigError, match=r"channel 'aa' is not a point of .* \(did you mean 'a'\?\)"):
         ModbusSource(server.url, lambda b: None, map=regmap, channels=["aa"])
+
+
+def test_client_urls():
+    """The URL forms users write, and the pymodbus clients they become."""
+    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+
+    from firmware_bridge.modbus.client import make_client, parse_modbus_url
+
+    assert parse_modbus_url("modbus-tcp://plc").port == 502
+    u = parse_modbus_url("modbus-tcp://[::1]:1502")
+    assert (u.host, u.port) == ("::1", 1502)
+    tcp = make_client("modbus-tcp://127.0.0.1:1502", 0.3)
+    assert isinstance(tcp, ModbusTcpClient) and tcp.comm_params.reconnect_delay > 0
+    rtu = make_client("modbus-rtu:///dev/ttyUSB1?baud=9600&parity=E&stopbits=2", 0.2)
+    assert isinstance(rtu, ModbusSerialClient)
+    p = rtu.comm_params
+    assert (p.host, p.baudrate, p.parity, p.stopbits, p.bytesize) == ("/dev/ttyUSB1", 9600, "E", 2, 8)
+    for bad, msg in [("modbus-rtu://", "no serial device"), ("modbus-tcp://h:x", "port 'x' is not a number"),
+                     ("modbus-rtu:///dev/x?baud=fast", "baud='fast' is not an integer"),
+                     ("modbus-udp://h", "unknown scheme 'modbus-udp'")]:
+        with pytest.raises(ConfigError, match=msg):
+            make_client(bad)
