@@ -75,7 +75,7 @@ class SimProcess:
         if self.p.poll() is None:
             try:
                 self.send("quit")
-            except BrokenPipeError:
+            except (BrokenPipeError, ValueError):  # stdin already closed
                 pass
         try:
             return self.p.wait(10)
@@ -363,12 +363,17 @@ def test_modbus_rtu_on_a_pty_serves_the_same_registers(sims):
     assert sim.close() == 0
 
 
-def test_sigterm_exits_cleanly(sims):
-    sim = sims("--serial", *FAST)
-    sim.expect("ready")
+def test_stdin_eof_keeps_serving_and_sigterm_exits_cleanly(sims):
+    sim, port = open_serial(sims, "--format", "frames")
+    sim.p.stdin.close()  # run detached: EOF on stdin is not a reason to stop
+    rd = FrameReader(port)
+    first = rd.next()
+    assert rd.until(lambda f: f.seq >= first.seq + 5)
+    assert sim.p.poll() is None
     sim.p.send_signal(signal.SIGTERM)
     assert sim.p.wait(10) == 0
     sim.expect("bye")
+    port.close()
 
 
 def test_help_documents_every_option_and_fault(capsys):
