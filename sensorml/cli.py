@@ -56,7 +56,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
     cfg = _config(a.config)
     spec = cfg.feature_spec()
     out = cfg.to_dict()
-    out["feature_names"] = list(spec.names())
+    out["feature_spec"] = spec.to_dict()
     print(json.dumps(out, indent=2, default=str))
     print(f"{a.config}: ok ({len(spec.names())} features)", file=sys.stderr)
     return 0

@@ -187,6 +187,13 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
     state_dir = root.path_("state_dir", "state")
 
     source = _source(root.table("source", required=True))
+    if source.url.startswith("sim:"):  # the simulator's vibration: ax, ay, az at rate=
+        from firmware_bridge.source import split_url
+
+        q = split_url(source.url)[2]
+        source = SourceConfig(source.url, source.channels or tuple(
+            q.get("channels", "ax,ay,az").split(",")),
+            source.rate or float(q.get("rate", 25600)), source.options)
     if not source.channels and not source.url.startswith(("sim:", "modbus")):
         raise ConfigError("source.channels: required for serial sources (e.g. [\"ax\", \"ay\", \"az\"])")
     if source.rate is None and not source.url.startswith(("sim:", "modbus")):
