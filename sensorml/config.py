@@ -20,6 +20,7 @@ from sensorml.confcheck import Table
 from sensorml.errors import ConfigError
 
 FAILSAFE = ("trip", "alarm")
+SCHEMES = ("serial", "modbus-tcp", "modbus-rtu", "sim")
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,12 @@ def _source(t: Table) -> SourceConfig:
 
     url = t.str("url")
     try:
-        split_url(url)
+        scheme = split_url(url)[0]
     except ValueError as e:
         raise ConfigError(f"{t.key('url')}: {e}") from None
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{t.key('url')}: unknown scheme {scheme!r} in {url!r} "
+                          f"(expected {', '.join(SCHEMES)})")
     channels = t.str_list("channels", ())
     rate = t.float("rate", None, lo=1e-3)
     options = {}
