@@ -4,7 +4,8 @@ config → check → plan → **gather**. The map is checked and planned once; t
 thread polls at ``rate`` polls per second and hands one :class:`Block` per poll to
 ``on_block``: one row, one float32 channel per point (bools as 0/1), ``point_ok`` per
 channel, ``rate`` = the poll rate. A point that could not be read this poll is NaN with
-``point_ok`` False, and the block is flagged ``Quality.PARTIAL``::
+``point_ok`` False, and the block is flagged ``Quality.PARTIAL``. ``t0`` is the poll's
+start (``clock()``), ``t_recv`` its end (``perf_counter()``), ``meta["poll_s"]`` its length::
 
     modbus-tcp://127.0.0.1:5020?map=pump.toml&rate=10&timeout=250ms&retries=1
     modbus-rtu:///dev/ttyUSB1?baud=19200&parity=E&map=pump.toml
