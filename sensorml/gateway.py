@@ -60,7 +60,7 @@ class Gateway:
         self.actuators = []
         self.model: ActiveModel | None = None
         self.model_error: str | None = None
-        self._bundle_mtime = 0.0
+        self._bundle_mtime: tuple = ()
         self.control = None
         self.started = time.time()
 
@@ -292,12 +292,15 @@ class Gateway:
             pass
 
 
-def _mtime(bundle: Path) -> float:
+def _mtime(bundle: Path) -> tuple:
+    """What changes when a bundle is replaced: its resolved path (a swapped symlink) and
+    the manifest's and model's modification times."""
     try:
-        p = bundle / "manifest.json" if bundle.is_dir() else bundle
-        return p.stat().st_mtime_ns / 1e9 + (p.resolve().stat().st_ino if p.exists() else 0)
+        real = bundle.resolve()
+        files = (real / "manifest.json", real / "model.onnx") if real.is_dir() else (real,)
+        return (str(real), *(f.stat().st_mtime_ns for f in files))
     except OSError:
-        return 0.0
+        return ()
 
 
 def run_gateway(cfg: GatewayConfig) -> int:
