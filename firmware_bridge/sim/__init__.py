@@ -5,7 +5,8 @@
   schedules, coast-down on STOP; slow values (temperature, current, pressure, speed).
 - :mod:`~firmware_bridge.sim.faults`: bearing geometry and defect frequencies, the fault
   catalogue, scheduled/ramped severities.
-- :mod:`~firmware_bridge.sim.replay`: play a recorded CSV through the same outputs; record one.
+- :mod:`~firmware_bridge.sim.replay`: play a recorded CSV through the same outputs; record one
+  (``python -m firmware_bridge.sim.replay`` remakes ``data/sim/pump_outer_race_2k.csv``).
 - :mod:`~firmware_bridge.sim.source`: ``sim://`` URLs, an in-process source of blocks.
 - :mod:`~firmware_bridge.sim.serial_device` / :mod:`~firmware_bridge.sim.modbus_device`:
   a pty streaming CSV or frames, a Modbus TCP (and RTU on a pty) server.
@@ -14,7 +15,6 @@
 
 from firmware_bridge.sim.faults import FAULTS, BearingGeometry, FaultEvent
 from firmware_bridge.sim.machine import Machine
-from firmware_bridge.sim.replay import Replay
 from firmware_bridge.sim.schedule import SetPoint
 
-__all__ = ["FAULTS", "BearingGeometry", "FaultEvent", "Machine", "Replay", "SetPoint"]
+__all__ = ["FAULTS", "BearingGeometry", "FaultEvent", "Machine", "SetPoint"]

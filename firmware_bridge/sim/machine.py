@@ -318,7 +318,10 @@ class Machine:
         x += self._rng_noise.standard_normal((m, 3)) * tk.noise
         for name, ratio, f_def, amp in tk.impacts:
             ph = self._def_phi[name] + ratio * dphi
-            ring = ringdown(ph, f_def, self.f_res, 0.05) * amp
+            # damping: at least 5 %, more when the resonance is low (low sample rates)
+            # so each ring-down has died out (4 time constants) before the next impact
+            zeta = max(0.05, 4.0 * f_def / (TWO_PI * self.f_res))
+            ring = ringdown(ph, f_def, self.f_res, zeta) * amp
             if name == "inner_race":
                 ring *= 0.2 + 0.8 * (0.5 + 0.5 * c1)
             elif name == "ball":
