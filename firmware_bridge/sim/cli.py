@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--at", default="0s", help="when the fault starts, machine time (default 0s)")
     g.add_argument("--ramp", default="0s", help="time for the fault to reach full severity (default 0s)")
     g.add_argument("--severity", type=float, default=1.0, help="fault severity, 1.0 = clearly developed")
+    g.add_argument("--faults", metavar="SPEC",
+                   help='several scheduled faults: "name[@at][+ramp][*severity],..." '
+                   '(e.g. "imbalance@30s+10s*0.5,outer_race@1m")')
     g = p.add_argument_group("replay instead of simulating")
     g.add_argument("--replay", metavar="FILE.csv", help="play a recorded CSV table instead of the model")
     g.add_argument("--columns", help="columns of the table to serve, comma-separated (default: all vibration columns)")
@@ -107,6 +110,8 @@ class Simulator:
             q["rpm"] = args.rpm
         if args.fault:
             q.update(fault=args.fault, at=args.at, ramp=args.ramp, severity=args.severity)
+        if args.faults:
+            q["faults"] = args.faults
         if args.speed_schedule:
             q["schedule"] = args.speed_schedule
         if args.load_schedule:

@@ -230,3 +230,33 @@ def parse_fault_arg(text: str) -> tuple[str, float]:
         except ValueError:
             raise ConfigError(f"fault {name}: severity {parts[1]!r} is not a number") from None
     return name, sev
+
+
+def parse_fault_schedule(text: str, key: str = "faults") -> list[FaultEvent]:
+    """Parse ``"name[@at][+ramp][*severity], ..."`` into fault events.
+
+    >>> parse_fault_schedule("imbalance@30s+10s*0.5, outer_race@1m")
+    [FaultEvent(fault='imbalance', at=30.0, severity=0.5, ramp_s=10.0), FaultEvent(fault='outer_race', at=60.0, severity=1.0, ramp_s=0.0)]
+    """
+    from firmware_bridge.source import parse_duration
+
+    out = []
+    for i, item in enumerate(p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        rest, _, sev = item.partition("*")
+        rest, _, ramp = rest.partition("+")
+        name, _, at = rest.partition("@")
+        try:
+            severity = float(sev) if sev else 1.0
+        except ValueError:
+            raise ConfigError(f"{key}[{i}]: severity {sev!r} is not a number") from None
+        out.append(
+            FaultEvent(
+                check_fault(name.strip(), f"{key}[{i}]"),
+                at=parse_duration(at, f"{key}[{i}].at") if at else 0.0,
+                severity=severity,
+                ramp_s=parse_duration(ramp, f"{key}[{i}].ramp") if ramp else 0.0,
+            )
+        )
+    return out

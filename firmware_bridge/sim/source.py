@@ -8,7 +8,8 @@
 Query keys: ``rate`` (samples/s, 1000–25600), ``seed``, ``block`` (samples per block,
 default 256), ``realtime`` (1: paced by the host's monotonic clock; 0: as fast as the
 consumer takes blocks), ``speedup`` (with realtime=1, run N× faster than real time),
-``fault``/``at``/``ramp``/``severity`` (one scheduled fault), ``rpm``, ``load``,
+``fault``/``at``/``ramp``/``severity`` (one scheduled fault), ``faults`` (several:
+``imbalance@30s+10s*0.5,outer_race@1m``), ``rpm``, ``load``,
 ``schedule`` (speed set-points, see :mod:`firmware_bridge.sim.schedule`, or ``auto``),
 ``load_schedule``, ``coast``/``start`` (coast-down time constant, ramp-up time),
 ``duration`` (stop after this much machine time), ``channels`` (a subset of ax,ay,az).
@@ -36,7 +37,7 @@ import numpy as np
 
 from firmware_bridge.block import Block, Quality
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.sim.faults import FaultEvent, check_fault
+from firmware_bridge.sim.faults import FaultEvent, check_fault, parse_fault_schedule
 from firmware_bridge.sim.machine import SLOW_CHANNELS, Machine
 from firmware_bridge.sim.replay import Replay
 from firmware_bridge.sim.schedule import auto_schedule, parse_schedule
@@ -122,6 +123,8 @@ def machine_from_query(profile: str, query: dict) -> Machine | Replay:
                 ramp_s=parse_duration(query.get("ramp", 0), "sim URL: ramp"),
             )
         )
+    if query.get("faults"):
+        faults += parse_fault_schedule(query["faults"], "sim URL: faults")
     seed = _num(query, "seed", 0, int)
     m_kwargs = dict(
         rate=25600.0 if rate is None else rate,
@@ -148,7 +151,7 @@ def machine_from_query(profile: str, query: dict) -> Machine | Replay:
 
 #: query keys a ``sim://`` URL may carry
 KNOWN_KEYS = (
-    "rate", "seed", "block", "realtime", "speedup", "fault", "at", "ramp", "severity", "rpm",
+    "rate", "seed", "block", "realtime", "speedup", "fault", "faults", "at", "ramp", "severity", "rpm",
     "load", "schedule", "load_schedule", "coast", "start", "duration", "channels", "slow",
     "slow_rate", "file", "columns", "loop",
 )
@@ -222,6 +225,16 @@ class SimSource(Source):
             else:
                 raise ConfigError(f"sim source: unknown command {cmd!r} (expected STOP or RESET)")
         return time.perf_counter() - t
+
+    def inject(self, fault: str, severity: float = 1.0, ramp_s: float = 0.0) -> None:
+        """Inject a fault into the running machine (thread-safe)."""
+        with self.lock:
+            self.machine.inject(fault, severity, ramp_s)
+
+    def clear_faults(self, fault: str | None = None) -> None:
+        """Heal one fault or all of them (thread-safe)."""
+        with self.lock:
+            self.machine.clear_faults(fault)
 
     def stats(self) -> dict[str, float]:
         out = dict(self._counts)

@@ -321,6 +321,25 @@ def test_sim_source_slow_mode_and_replay_urls():
         open_source("sim://pump?fault=rust", sink.put)
 
 
+def test_sim_url_fault_schedule_and_inject_while_running():
+    sink = Sink()
+    src = open_source("sim://pump?rate=2000&realtime=0&block=200&faults=imbalance@0.5s*0.5,spikes@1s", sink.put)
+    src.start()
+    seen = {}
+    while "spikes" not in seen:
+        seen = sink.get().meta["faults"]
+    assert seen == {"imbalance": 0.5, "spikes": 1.0}
+    src.inject("overheating", 0.3)
+    src.clear_faults("spikes")
+    while "overheating" not in seen:
+        seen = sink.get().meta["faults"]
+    sink.closed.set()
+    src.stop()
+    assert seen == {"imbalance": 0.5, "overheating": 0.3}
+    with pytest.raises(ConfigError, match=r"faults\[1\]: 'rust' is not a known fault"):
+        open_source("sim://pump?faults=imbalance,rust", print)
+
+
 def test_sim_url_mistakes_name_the_key_and_channels_select_columns():
     with pytest.raises(ConfigError, match="unknown parameter 'fualt'"):
         open_source("sim://pump?fualt=outer_race", print)
