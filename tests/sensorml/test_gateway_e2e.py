@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from urllib.request import urlopen
 
 import pytest
 from pymodbus.client import ModbusTcpClient
@@ -80,8 +82,18 @@ url = "serial://{ends['serial']}"
     st = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
     assert st["tripped"] is False and st["windows"] > w0  # it kept recording while latched
 
-    gw.p.terminate()
+    info = json.loads((tmp_path / "state" / "gateway.json").read_text())
+    with urlopen(f"http://127.0.0.1:{info['port']}/metrics", timeout=5) as resp:
+        metrics = dict(line.rsplit(" ", 1) for line in resp.read().decode().splitlines()
+                       if line and not line.startswith("#"))
+    assert float(metrics["sensorml_trips_total"]) == 1
+    assert float(metrics["sensorml_trip_latency_seconds_count"]) == 1
+    assert float(metrics["sensorml_windows_total"]) >= st["windows"]
+    assert float(metrics['sensorml_verdicts_total{verdict="trip"}']) >= 1
+
+    gw.p.terminate()  # SIGTERM: flush and exit cleanly
     assert gw.p.wait(15) == 0
+    assert not (tmp_path / "state" / "gateway.json").exists()
     (trip_ev,) = events(tmp_path, "trip")
     assert trip_ev["sample_to_trip_ms"] > 0 and trip_ev["actions"][0]["ok"] is True
     assert events(tmp_path, "reset")[0]["by"] == "test"
@@ -200,6 +212,8 @@ watch = "100ms"
     e2e.log_msgs(gw, lambda m: m.startswith("model pump 2 loaded"), 10, "load version 2")
     st = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
     assert st["model"]["version"] == "2" and st["model_error"] is None
+    gw.p.send_signal(signal.SIGHUP)  # an operator's reload: same bundle, loaded again
+    e2e.log_msgs(gw, lambda m: m.startswith("model pump 2 loaded"), 10, "reload on SIGHUP")
 
 
 def test_check_config_names_the_bad_key(tmp_path, e2e):
