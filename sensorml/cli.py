@@ -37,6 +37,9 @@ def setup_logging(fmt: str = "json", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [h]
     root.setLevel(level.upper())
+    # pymodbus logs every timeout at ERROR with a frame dump; our sources report outages
+    # and recoveries as their own events, once, in plain words.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def _config(path: str):
