@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ class Table:
         p = Path(v).expanduser()
         if not p.is_absolute() and self.base_dir is not None:
             p = self.base_dir / p
-        return p
+        return Path(os.path.normpath(p))  # not resolve(): a `current` symlink stays a link
 
     def str_list(self, name: str, default: Any = _MISSING) -> Any:
         v = self.raw(name, default)
