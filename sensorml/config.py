@@ -82,6 +82,20 @@ class BufferConfig:
 class SyncConfig:
     store: str = ""
     every_s: float = 60.0
+    #: bandwidth caps of the upload (0 = none): bytes per run, bytes per second
+    max_bytes_per_run: int = 0
+    max_bytes_per_s: float = 0.0
+    #: false: raw samples never leave the site (features, scores, events, labels only)
+    upload_raw: bool = True
+    #: rows per uploaded batch (raw windows: a tenth of it)
+    batch_rows: int = 5000
+    #: S3-compatible stores: endpoint URL (else $SENSORML_S3_ENDPOINT), region, and a
+    #: 0600 file with access_key/secret_key (else $SENSORML_S3_ACCESS_KEY/_SECRET_KEY)
+    endpoint: str = ""
+    region: str = ""
+    credentials: Path | None = None
+    #: the heartbeat's anomaly rate and drift cover this much recent data
+    status_window_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -286,7 +300,14 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
     )
     bt.done()
     st = root.table("sync")
-    sync = SyncConfig(st.str("store", ""), st.duration("every", 60.0, lo=1.0))
+    sync = SyncConfig(
+        st.str("store", ""), st.duration("every", 60.0, lo=1.0),
+        max_bytes_per_run=st.int("max_bytes_per_run", 0, lo=0),
+        max_bytes_per_s=st.float("max_bytes_per_s", 0.0, lo=0.0),
+        upload_raw=st.bool("upload_raw", True), batch_rows=st.int("batch_rows", 5000, lo=1),
+        endpoint=st.str("endpoint", ""), region=st.str("region", ""),
+        credentials=st.path_("credentials", None),
+        status_window_s=st.duration("status_window", 3600.0, lo=1.0))
     st.done()
     met = root.table("metrics")
     metrics = MetricsConfig(met.str("host", "127.0.0.1"), met.int("port", 9108, lo=0, hi=65535))
