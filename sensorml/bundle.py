@@ -106,6 +106,9 @@ class Manifest:
     n_features: int
     training: dict
     feature_names: tuple[str, ...] = ()
+    #: optional: what a gateway needs to run this bundle, e.g. ``{"sensorml": "0.2.0",
+    #: "feature_code_version": "1"}`` (checked by :mod:`sensorml.deploy` before staging)
+    requires: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -145,16 +148,21 @@ class Manifest:
         if names and len(names) != d["n_features"]:
             raise BundleFormatError(f"{where}: {len(names)} feature_names but n_features is "
                                     f"{d['n_features']}")
-        known = set(_REQUIRED) | {"feature_names"}
+        requires = d.get("requires", {})
+        if not isinstance(requires, dict):
+            raise BundleFormatError(f"{where}: requires must be an object, got {requires!r:.60}")
+        known = set(_REQUIRED) | {"feature_names", "requires"}
         fields = {k: d[k] for k in _REQUIRED}
         fields["version"] = str(d["version"])
-        return cls(**fields, feature_names=tuple(names),
+        return cls(**fields, feature_names=tuple(names), requires=dict(requires),
                    extra={k: v for k, v in d.items() if k not in known})
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in _REQUIRED}
         if self.feature_names:
             d["feature_names"] = list(self.feature_names)
+        if self.requires:
+            d["requires"] = dict(self.requires)
         return {**self.extra, **d}
 
 
