@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("endpoints")
     g.add_argument("--serial", action="store_true", help="serve samples on a new pty; prints its path")
     g.add_argument("--format", choices=("csv", "frames"), default="frames", help="serial wire format (default frames)")
+    g.add_argument("--link", metavar="PATH",
+                   help="also make PATH a symlink to the serial pty (a stable name for configs, "
+                        "like /dev/serial/by-id/...); removed on exit")
     g.add_argument("--block", type=int, default=256, help="samples per serial block/frame (default 256)")
     g.add_argument("--modbus-tcp", metavar="HOST:PORT", help="serve registers on Modbus TCP (port 0 = any free port)")
     g.add_argument("--modbus-rtu", action="store_true",
@@ -202,7 +205,17 @@ class Simulator:
             from firmware_bridge.sim.serial_device import open_device
 
             self.serial = open_device(a.format, tuple(self.machine.channels), self._serial_command).start()
-            self.say(f"serial: {self.serial.path} format={a.format}")
+            if a.link:
+                import os
+
+                if os.path.lexists(a.link):
+                    if not os.path.islink(a.link):
+                        raise ConfigError(f"--link: {a.link} exists and is not a symlink")
+                    os.unlink(a.link)
+                os.symlink(self.serial.path, a.link)
+                self._link = a.link
+            self.say(f"serial: {self.serial.path} format={a.format}"
+                     + (f" link={a.link}" if a.link else ""))
         if a.modbus_rtu and not a.modbus_tcp:
             a.modbus_tcp = "127.0.0.1:0"
         if a.modbus_tcp:
@@ -247,6 +260,15 @@ class Simulator:
         for ep in (self.serial, self.modbus):
             if ep is not None:
                 ep.close()
+        link = getattr(self, "_link", None)
+        if link:
+            import os
+
+            try:
+                if os.path.islink(link):
+                    os.unlink(link)
+            except OSError:
+                pass
 
 
 def _stdin_loop(sim: Simulator) -> None:
