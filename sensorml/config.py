@@ -99,6 +99,23 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """``[deploy]``: how new models reach this gateway (see sensorml.redeploy/shadow)."""
+
+    #: the fleet file ``desired/<fleet>.json`` this gateway follows (its own
+    #: ``desired/<device_id>.json`` overrides it)
+    fleet: str = "default"
+    #: windows a candidate scores in shadow before it may go live
+    shadow_windows: int = 600
+    #: a candidate is rolled back when its alarm rate exceeds
+    #: max(rate_factor x the live model's rate, max_alarm_rate)
+    max_alarm_rate: float = 0.01
+    rate_factor: float = 2.0
+    #: honour a desired file's allow_downgrade (false: only `sensorml rollback` goes back)
+    allow_downgrade: bool = True
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     host: str = "127.0.0.1"
     port: int = 9108
@@ -121,6 +138,7 @@ class GatewayConfig:
     buffer: BufferConfig
     sync: SyncConfig
     metrics: MetricsConfig
+    deploy: DeployConfig = DeployConfig()
 
     def feature_spec(self):
         """The :class:`~sensorml.features.FeatureSpec` the windows of this gateway produce."""
@@ -312,6 +330,17 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
     met = root.table("metrics")
     metrics = MetricsConfig(met.str("host", "127.0.0.1"), met.int("port", 9108, lo=0, hi=65535))
     met.done()
+    dpt = root.table("deploy")
+    deploy = DeployConfig(
+        fleet=dpt.str("fleet", "default"),
+        shadow_windows=dpt.int("shadow_windows", 600, lo=1),
+        max_alarm_rate=dpt.float("max_alarm_rate", 0.01, lo=0.0, hi=1.0),
+        rate_factor=dpt.float("rate_factor", 2.0, lo=1.0),
+        allow_downgrade=dpt.bool("allow_downgrade", True),
+    )
+    dpt.done()
+    if not deploy.fleet or "/" in deploy.fleet:
+        raise ConfigError(f"deploy.fleet: {deploy.fleet!r} must be a non-empty name without '/'")
     root.done()
 
     all_channels = set(source.channels)
@@ -327,5 +356,5 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         path=path or base_dir / "gateway.toml", device_id=device_id, state_dir=state_dir,
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
-        buffer=buffer, sync=sync, metrics=metrics,
+        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy,
     )
