@@ -59,6 +59,8 @@ class FastPath:
         self.windower = Windower(spec)
         self.extractor = FeatureExtractor(spec)
         self.model = model
+        #: a sensorml.shadow.ShadowRunner while a candidate model runs in shadow
+        self.shadow = None
         self.limits = limits
         self.slow_limits = slow_limits
         self.watchdog = watchdog
@@ -169,6 +171,9 @@ class FastPath:
                 "model_version": model.version,
                 "features": {n: float(v) for n, v in zip(self.spec.names(), x)},
             }, t_recv=w.t_recv)
+        shadow = self.shadow
+        if shadow is not None:  # after the live decision and trip: O(1), never raises
+            shadow.offer(x, verdict)
         if verdict != self.last_verdict:
             if verdict >= Verdict.WARN and verdict != Verdict.TRIP:
                 self.recorder.record_event(verdict.label, {
