@@ -1,0 +1,180 @@
+"""The gateway as a whole: sample-to-trip latency against the I/O floor, sustained
+throughput, CPU at the real rate, memory. Everything is measured in one run, with real
+processes, a real pty, a real Modbus TCP server and real onnxruntime.
+
+1. **Sample-to-trip** (``sensorml gateway`` as a process, ``decision.k = n = 1``): this
+   process plays the sensor on a pty, streaming healthy 3 × 25.6 kHz frames of 256
+   samples in real time; at a random moment it writes a clearly faulty frame that
+   completes a window. t0 = ``perf_counter`` just before that ``os.write``; t1 = when
+   ``STOP\\n`` is read back from the pty (Modbus: when the server receives the
+   write_coil). Beside it on a second pty, staggered by 5 ms and fed all the time, the
+   floor: a bare process that reads with select + ``os.read`` and answers the marker
+   bytes at once. Rounds alternate gateway/floor; figures are medians of per-round p50/p99.
+2. **Throughput**: the real ``Gateway`` fast path in a child pinned to one CPU, recorder
+   running; and CPU-seconds per second of signal of the gateway process fed by
+   ``sensorml simulate`` at 3 × 25.6 kHz.
+3. **Memory**: peak RSS (VmHWM) at steady state, the floor (numpy + onnxruntime + the
+   model, nothing else), RSS growth over the run (first vs last minute).
+4. Single-window scoring: see ``benchmarks/bench_scoring.py``.
+
+Run: ``python -m benchmarks gateway`` (~3 min); ``--long`` or ``BENCH_LONG=1`` makes the
+memory run 10 minutes. Benchmarks print; they never assert.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._gw_latency import modbus_latency, serial_latency, summary
+from benchmarks._gw_realtime import realtime
+from benchmarks._gw_setup import ROOT, env_long, floor_rss, healthy, make_bundle
+
+MB = 1024 * 1024
+
+
+def _growth(rss: list[tuple[float, int]], window_s: float = 60.0) -> tuple[float, float, float]:
+    """(MB growth of the mean RSS, window used s, span s): first vs last window of the run."""
+    if len(rss) < 4:
+        return float("nan"), 0.0, 0.0
+    t0, t1 = rss[0][0], rss[-1][0]
+    span = t1 - t0
+    w = min(window_s, span / 3)
+    first = [r for t, r in rss if t <= t0 + w]
+    last = [r for t, r in rss if t >= t1 - w]
+    return (float(np.mean(last)) - float(np.mean(first))) / MB, w, span
+
+
+def _throughput(work: Path, bundle, runs: int, seconds: float) -> dict:
+    r = subprocess.run([sys.executable, "-m", "benchmarks._gw_throughput", str(work),
+                        str(bundle.path), str(bundle.pub), str(runs), str(seconds)],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+    if r.returncode:
+        raise RuntimeError(f"throughput child failed: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, name: str, value: float, fmt: str, target: float | None = None,
+            better: str = "low", unit: str = "") -> None:
+        if target is None or not np.isfinite(value):
+            verdict, tgt = ("-" if target is None else "MISS"), "" if target is None else \
+                f"{'<=' if better == 'low' else '>='} {target:{fmt}}{unit}"
+        else:
+            ok = value <= target if better == "low" else value >= target
+            verdict, tgt = ("PASS" if ok else "MISS"), \
+                f"{'<=' if better == 'low' else '>='} {target:{fmt}}{unit}"
+        self.rows.append((name, f"{value:{fmt}}{unit}", tgt, verdict))
+
+    def note(self, name: str, text: str) -> None:
+        self.rows.append((name, text, "", "-"))
+
+    def print(self) -> None:
+        w = max(len(r[0]) for r in self.rows)
+        print(f"\n{'figure':<{w}}  {'measured':>16}  {'target':>14}  result")
+        for name, val, tgt, verdict in self.rows:
+            print(f"{name:<{w}}  {val:>16}  {tgt:>14}  {verdict}")
+
+
+def _latency_rows(tab: Table, label: str, res) -> tuple[float, float]:
+    g50, g99, gn = summary(res.gw)
+    f50, f99, fn = summary(res.floor)
+    print(f"{label}: gateway p50 {g50:.3f} ms p99 {g99:.3f} ms ({gn} trips, {len(res.gw)} "
+          f"rounds); floor p50 {f50:.3f} ms p99 {f99:.3f} ms ({fn}); missed {res.missed}, "
+          f"unexpected trips {res.unexpected}")
+    for r_g, r_f in zip(res.gw, res.floor):
+        print(f"  round: gateway p50 {np.percentile(r_g, 50) * 1e3:.3f} p99 "
+              f"{np.percentile(r_g, 99) * 1e3:.3f} max {r_g.max() * 1e3:.3f} | floor p50 "
+              f"{np.percentile(r_f, 50) * 1e3:.3f} p99 {np.percentile(r_f, 99) * 1e3:.3f}"
+              if len(r_g) and len(r_f) else "  round: (empty)")
+    for n in res.notes:
+        print(f"  {n}")
+    tab.add(f"{label} sample-to-trip p50", g50, ".3f", 1.0, unit=" ms")
+    tab.add(f"{label} sample-to-trip p99", g99, ".3f", 2.0, unit=" ms")
+    tab.add(f"{label} floor p50", f50, ".3f", unit=" ms")
+    tab.add(f"{label} floor p99", f99, ".3f", unit=" ms")
+    tab.add(f"{label} overhead over floor, p50", g50 - f50, ".3f", 0.5, unit=" ms")
+    return g50, f50
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    long = env_long(argv)
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    tab = Table()
+    try:
+        b = make_bundle(work)
+        print(f"bundle: IsolationForest on 70 s of healthy windows, trained in {b.fit_s:.1f} s; "
+              f"trip threshold {b.thresholds['trip']:.4f}, healthy max (other seed) "
+              f"{b.healthy_max:.4f}, faulty window {b.faulty_score:.4f}", flush=True)
+        data = healthy(20.0, seed=23)
+
+        print("\n1. sample-to-trip latency (real time, 3 x 25.6 kHz, windows 3 x 1024, hop 512)",
+              flush=True)
+        ser = serial_latency(work, b, data, rounds=5, trips=30, budget_s=100)
+        _latency_rows(tab, "serial", ser)
+        mb = modbus_latency(work, b, data, rounds=3, trips=20, budget_s=45)
+        _latency_rows(tab, "modbus", mb)
+
+        print("\n2. throughput, one core (child pinned to one CPU, recorder running)", flush=True)
+        thr = _throughput(work, b, runs=5, seconds=1.5)
+        d = float(np.median([r[0] for r in thr["direct"]]))
+        p = float(np.median([r[0] for r in thr["pipeline"]]))
+        rec = thr["recorder"]
+        print(f"  direct on_fast_block: {d / 1e6:.2f} M samples/s per channel "
+              f"({3 * d / 1e6:.1f} M values/s); decode+queue+fast path: {p / 1e6:.2f} M/s; "
+              f"recorder written {rec['written']}, dropped {rec['dropped']}, queue drops "
+              f"{thr['queue_drops']}, commit p99 {rec['commit_ms_p99']:.1f} ms")
+        print("  µs per window: " + ", ".join(f"{k} {v:.1f}" for k, v in thr["stages_us"].items()))
+        print("  cProfile of the direct loop (tottime):")
+        for line in thr["profile"]:
+            print("    " + line[:150])
+        tab.add("throughput, fast path (M samples/s x 3 ch)", d / 1e6, ".2f", 1.0, "high")
+        tab.add("throughput, decode+queue+fast path", p / 1e6, ".2f", 1.0, "high")
+        tab.add("recorder drops during throughput", float(sum(rec["dropped"].values())), ".0f",
+                0.0)
+
+        secs = 600.0 if long else 20.0
+        print(f"\n3. gateway process fed by `sensorml simulate` at 3 x 25.6 kHz for {secs:.0f} s",
+              flush=True)
+        rt = realtime(work, b, warmup_s=5.0, measure_s=secs, sample_every_s=5.0 if long else 1.0)
+        for n in rt.notes:
+            print(f"  {n}")
+        print(f"  simulator process CPU {rt.sim_cpu_per_s:.3f} CPU-s/s (not the gateway's)")
+        tab.add("CPU at 3 x 25.6 kHz, recording (CPU-s/s)", rt.cpu_per_signal_s, ".3f", 0.10)
+        floor = floor_rss(b)
+        tab.add("peak RSS, gateway at steady state", rt.hwm / MB, ".1f", 80.0, unit=" MB")
+        tab.add("peak RSS, latency gateway (trips)", ser.hwm / MB, ".1f", 80.0, unit=" MB")
+        tab.add("peak RSS floor: numpy+onnxruntime+model", floor / MB, ".1f", unit=" MB")
+        tab.add("gateway over the memory floor", (rt.hwm - floor) / MB, ".1f", unit=" MB")
+        src = rt if long else ser
+        g, w, span = _growth(src.rss)
+        what = "simulator-fed gateway" if long else "latency gateway (trips + resets)"
+        print(f"  RSS growth of the {what}: {g:+.2f} MB, mean of the last {w:.0f} s vs the "
+              f"first {w:.0f} s of {span:.0f} s")
+        tab.add(f"RSS growth, last vs first {w:.0f} s of {span:.0f} s", g, "+.2f", 2.0,
+                unit=" MB")
+        print("\n4. single-window scoring (compact forest vs skl2onnx): "
+              "python -m benchmarks scoring (benchmarks/bench_scoring.py)")
+        tab.note("single-window scoring", "see bench_scoring")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tab.print()
+    print(f"(targets: p50 <= 1 ms, p99 <= 2 ms, overhead <= 0.5 ms, >= 1 M samples/s, "
+          f"<= 0.10 CPU-s/s, <= 80 MB; RSS growth bound is this benchmark's; "
+          f"run took {time.perf_counter() - t_start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
