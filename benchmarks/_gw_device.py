@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_bridge.codec.frames import encode_frame, encode_message
-
 from benchmarks._gw_setup import FRAME, MARKER, MARKER_BYTES, RATE, faulty_frame
+from firmware_bridge.codec.frames import encode_frame, encode_message
 
 PERIOD = FRAME / RATE  # 10 ms
 SEARCH = MARKER_BYTES[:12]
