@@ -23,6 +23,7 @@ from pathlib import Path
 from firmware_bridge.source import open_source
 from sensorml.config import GatewayConfig
 from sensorml.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
+from sensorml.deploy import CANDIDATE, BundleStore, deployment_state
 from sensorml.errors import BundleError, SensormlError
 from sensorml.fastpath import ActiveModel, FastPath
 from sensorml.gwmetrics import GatewayMetrics
@@ -63,6 +64,12 @@ class Gateway:
         self._bundle_mtime: tuple = ()
         self.control = None
         self.started = time.time()
+        # redeployment: staged bundles, a candidate in shadow (sensorml.deploy/shadow)
+        self.store = BundleStore(cfg.state_dir / "bundles")
+        self.shadow = None  # sensorml.shadow.ShadowRunner
+        self.last_shadow: dict | None = None
+        self._candidate_seen: tuple | None = None
+        self._model_lock = threading.RLock()
 
     # --------------------------------------------------------------- set-up
     def _put(self, kind: int, item) -> None:
@@ -127,6 +134,16 @@ class Gateway:
             self.metrics.model_refusals.inc()
             return False
         man = bundle.manifest
+        new = ActiveModel(scorer, self._decider(man), str(man.version), str(man.name))
+        with self._model_lock:
+            old = self._swap_model(new)
+        self.metrics.model_info(new.name, new.version)
+        self._record_event("model", {"action": "loaded", "name": new.name, "version": new.version,
+                                     "previous": old.version if old else None})
+        log.info("model %s %s loaded", new.name, new.version)
+        return True
+
+    def _decider(self, man) -> Decider:
         th = man.thresholds
         d = self.cfg.decision
         thresholds = Thresholds(
@@ -134,18 +151,15 @@ class Gateway:
             alarm=d.alarm if d.alarm is not None else th["alarm"],
             trip=d.trip if d.trip is not None else th["trip"],
         )
-        new = ActiveModel(scorer, Decider(thresholds, k=d.k, n=d.n, hysteresis=d.hysteresis),
-                          str(man.version), str(man.name))
+        return Decider(thresholds, k=d.k, n=d.n, hysteresis=d.hysteresis)
+
+    def _swap_model(self, new: ActiveModel) -> ActiveModel | None:
         old = self.model
         self.model = new
         if getattr(self, "fast", None) is not None:
             self.fast.model = new  # one reference assignment: atomic for the fast path
         self.model_error = None
-        self.metrics.model_info(new.name, new.version)
-        self._record_event("model", {"action": "loaded", "name": new.name, "version": new.version,
-                                     "previous": old.version if old else None})
-        log.info("model %s %s loaded", new.name, new.version)
-        return True
+        return old
 
     def _record_event(self, kind: str, detail: dict) -> None:
         self.recorder.record_event(kind, {"device": self.cfg.device_id, **detail}, priority=0)
@@ -210,6 +224,9 @@ class Gateway:
             "sources": {s.url: s.stats() for s in self.sources},
             "recorder": self.recorder.stats(),
             "metrics": self.metrics.summary(),
+            "deployment": {**deployment_state(self.cfg.state_dir),
+                           "shadow": self.shadow.progress() if self.shadow else None,
+                           "last_shadow": self.last_shadow},
         }
 
     # ----------------------------------------------------------------- run
@@ -260,10 +277,89 @@ class Gateway:
     def _reload_loop(self) -> None:
         bundle = self.cfg.model.bundle
         while not self._stop.wait(self.cfg.model.watch_s):
-            changed = bundle is not None and _mtime(bundle) != self._bundle_mtime
-            if self._reload.is_set() or changed:
-                self._reload.clear()
-                self.load_model()
+            with self._model_lock:
+                changed = bundle is not None and _mtime(bundle) != self._bundle_mtime
+                if self._reload.is_set() or changed:
+                    self._reload.clear()
+                    self.load_model()
+            try:
+                self._check_candidate()
+            except Exception:  # noqa: BLE001 - redeployment must never stop the gateway
+                log.exception("checking the candidate bundle")
+
+    # ------------------------------------------------------ shadow / deploy
+    def _check_candidate(self) -> None:
+        """Start (or stop) a shadow run when the store's ``candidate`` link changes."""
+        from sensorml.bundle import load_bundle
+        from sensorml.scorer import Scorer
+        from sensorml.shadow import ShadowRunner
+
+        cand = self.store.link(CANDIDATE)
+        if cand == self._candidate_seen:
+            return
+        self._candidate_seen = cand
+        if self.shadow is not None:  # replaced or withdrawn: abandon the old run
+            self.fast.shadow = None
+            self.shadow.stop()
+            self.shadow = None
+        if cand is None:
+            return
+        name, version = cand
+        live = self.model
+        if live is not None and (live.name, live.version) == cand:
+            return
+        mc, dc = self.cfg.model, self.cfg.deploy
+        try:
+            bundle = load_bundle(self.store.path(name, version), trusted_keys=list(mc.trusted_keys),
+                                 allow_unsigned=mc.allow_unsigned, expected_spec=self.spec)
+            scorer = Scorer(bundle)
+        except (SensormlError, OSError) as e:
+            self._rolled_back(name, version, f"cannot load: {e}")
+            return
+        runner = ShadowRunner(scorer, self._decider(bundle.manifest), name=name, version=version,
+                              windows=dc.shadow_windows, max_alarm_rate=dc.max_alarm_rate,
+                              rate_factor=dc.rate_factor, on_done=self._shadow_done)
+        if live is None:  # nothing to compare with: the candidate is better than no model
+            self._promote(runner, "no live model to compare with")
+            return
+        self.shadow = runner.start()
+        self.fast.shadow = runner
+        self._record_event("model", {"action": "shadow", "name": name, "version": version,
+                                     "live": live.version, "windows": dc.shadow_windows})
+        log.info("model %s %s in shadow beside %s for %d windows", name, version, live.version,
+                 dc.shadow_windows)
+
+    def _shadow_done(self, result) -> None:
+        """Called by the shadow thread with its verdict on the candidate."""
+        runner = self.shadow
+        if runner is None or runner.version != result.version:
+            return
+        self.fast.shadow = None
+        self.shadow = None
+        self.last_shadow = result.to_dict()
+        if result.promote:
+            self._promote(runner, result.reason)
+        else:
+            self._rolled_back(result.name, result.version, result.reason, result.to_dict())
+
+    def _promote(self, runner, reason: str) -> None:
+        with self._model_lock:
+            self.store.activate(runner.name, runner.version, by="shadow")
+            new = ActiveModel(runner.scorer, runner.decider, runner.version, runner.name)
+            old = self._swap_model(new)
+            if self.cfg.model.bundle is not None:  # `current` moved: not a change to reload
+                self._bundle_mtime = _mtime(self.cfg.model.bundle)
+        self.metrics.model_info(new.name, new.version)
+        self._record_event("model", {"action": "promoted", "name": new.name, "version": new.version,
+                                     "previous": old.version if old else None, "reason": reason})
+        log.info("model %s %s promoted: %s", new.name, new.version, reason)
+
+    def _rolled_back(self, name: str, version: str, reason: str, detail: dict | None = None) -> None:
+        self.store.reject(name, version, reason, by="shadow")
+        self._record_event("model", {"action": "rolled_back", "name": name, "version": version,
+                                     "reason": reason[:500], "shadow": detail})
+        self.metrics.model_refusals.inc()
+        log.warning("model %s %s rolled back: %s", name, version, reason)
 
     def request_reload(self) -> None:
         self._reload.set()
@@ -272,6 +368,8 @@ class Gateway:
         self._stop.set()
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         for s in self.sources:
             try:
                 s.stop()
