@@ -213,7 +213,8 @@ class BundleStore:
         return {"live": fmt(self.link(CURRENT)), "last_good": fmt(self.link(LAST_GOOD)),
                 "candidate": fmt(self.link(CANDIDATE)),
                 "last_rollback": st.get("last_rollback"), "last_promotion": st.get("last_promotion"),
-                "refused": st.get("refused", {}), "desired_seen": st.get("desired_seen", {})}
+                "refused": st.get("refused", {}), "desired_seen": st.get("desired_seen", {}),
+                "last_redeploy": st.get("last_redeploy")}
 
     def note(self, key: str, value: Any) -> None:
         """Record one value in ``deploy.json`` (under the lock)."""
@@ -245,12 +246,22 @@ class BundleStore:
             raise DeployError(f"{name} {version} is older than the live {live[1]}: refusing a "
                               "downgrade (the desired file must say allow_downgrade = true)")
 
-    def set_candidate(self, name: str, version: str) -> None:
-        """Put a staged version in shadow (the gateway's reload loop picks it up)."""
+    def set_candidate(self, name: str, version: str, *, issued_at: float | None = None) -> None:
+        """Put a staged version in shadow (the gateway's reload loop picks it up).
+        *issued_at*: of the desired file that asked for it (a rollback holds until a
+        newer desired file names the version again)."""
         if not (self.path(name, version) / MANIFEST).exists():
             raise DeployError(f"{name} {version} is not staged in {self.root}")
         with self.locked():
+            st = self._read_state()
+            st["candidate_desired"] = {"name": name, "version": version, "issued_at": issued_at}
+            self._write_state(st)
             self._link(CANDIDATE, (name, version))
+
+    def clear_candidate(self) -> None:
+        """Withdraw a candidate (the desired version went back to the live one)."""
+        with self.locked():
+            self._link(CANDIDATE, None)
 
     def activate(self, name: str, version: str, *, by: str) -> None:
         """Make *version* live now (first install, or a shadow run passed): ``current`` →
@@ -278,6 +289,9 @@ class BundleStore:
             st = self._read_state()
             rec = {"name": name, "version": version, "reason": reason, "by": by, "t": time.time(),
                    "kind": "candidate"}
+            cd = st.get("candidate_desired") or {}
+            if (cd.get("name"), cd.get("version")) == (name, version):
+                rec["desired_issued_at"] = cd.get("issued_at")
             st["last_rollback"] = rec
             st.setdefault("refused", {})[f"{name}/{version}"] = rec
             self._write_state(st)
@@ -344,4 +358,4 @@ def deployment_state(state_dir: str | os.PathLike) -> dict:
     """
     st = BundleStore(Path(state_dir) / "bundles").state()
     return {k: st[k] for k in ("live", "candidate", "last_good", "last_promotion",
-                               "last_rollback")}
+                               "last_rollback", "last_redeploy")}
