@@ -16,7 +16,7 @@ from firmware_bridge.errors import BridgeError
 from sensorml.errors import SensormlError
 
 COMMANDS = ("gateway", "check-config", "status", "reset", "learn", "keygen", "simulate",
-            "train", "demo")
+            "train", "score", "demo")
 
 
 class JsonFormatter(logging.Formatter):
@@ -132,6 +132,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     return train_main(a.rest)
 
 
+def cmd_score(a: argparse.Namespace) -> int:
+    from sensorml.score import main as score_main
+
+    return score_main(a.rest)
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from sensorml.demo import run_demo
 
@@ -192,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("simulate", cmd_simulate, "Run a simulated machine on a pty and/or Modbus TCP port "
                                    "(see `sensorml simulate --help`)."),
         ("train", cmd_train, "Offline training: fit, export, sign (see `sensorml train --help`)."),
+        ("score", cmd_score, "Score a table or a buffer offline as the gateway would "
+                             "(see `sensorml score --help`)."),
     ):
         sp = add(name, fn, help_)
         sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the sub-tool")
@@ -208,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("simulate", "train") and any(x in ("-h", "--help") for x in argv[1:2]):
+    if argv and (argv[0] == "score" or  # its arguments are all options: pass them through
+                 argv[0] in ("simulate", "train") and any(x in ("-h", "--help") for x in argv[1:2])):
         argv = [argv[0], "--", *argv[1:]]
     parser = build_parser()
     a = parser.parse_args(argv)
