@@ -26,7 +26,7 @@ training median recorded in ``fill_values``).
 >>> X, ok = table_features(np.array([[1.0], [2.0], [4.0], [7.0]]), spec)
 >>> ok.tolist()
 [False, False, True, True]
->>> X[3].round(3).tolist()
+>>> X[3].astype(float).round(3).tolist()
 [7.0, 4.0, 4.333, 2.055, 2.5]
 """
 
