@@ -15,8 +15,8 @@ from pathlib import Path
 from firmware_bridge.errors import BridgeError
 from sensorml.errors import SensormlError
 
-COMMANDS = ("gateway", "check-config", "status", "reset", "learn", "keygen", "simulate",
-            "train", "score", "demo")
+COMMANDS = ("gateway", "check-config", "status", "reset", "rollback", "learn", "keygen",
+            "simulate", "train", "score", "demo")
 
 
 class JsonFormatter(logging.Formatter):
@@ -96,6 +96,19 @@ def cmd_reset(a: argparse.Namespace) -> int:
     r = call(cfg.state_dir, "/reset", {"by": a.by})
     print(r["detail"])
     return 0 if r["ok"] else 1
+
+
+def cmd_rollback(a: argparse.Namespace) -> int:
+    from sensorml.deploy import CURRENT, BundleStore
+    from sensorml.redeploy import notify_gateway
+
+    cfg = _config(a.config)
+    bs = BundleStore(cfg.state_dir / "bundles")
+    before = bs.link(CURRENT)
+    name, version = bs.rollback(a.to, reason=a.reason, by=a.by)
+    print(f"rolled back to {name} {version}" + (f" (was {before[1]})" if before else ""))
+    notify_gateway(cfg.state_dir)
+    return 0
 
 
 def cmd_learn(a: argparse.Namespace) -> int:
@@ -182,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = add("reset", cmd_reset, "Clear a latched trip and send the reset action to the machine.")
     r.add_argument("--config", required=True, help="gateway.toml of the running gateway")
     r.add_argument("--by", default="sensorml reset", help="who resets (recorded with the event)")
+
+    rb = add("rollback", cmd_rollback,
+             "Make the last good model (or a staged --to VERSION) live again; a running "
+             "gateway swaps it in.")
+    rb.add_argument("--config", required=True, help="gateway.toml (its state_dir holds the bundles)")
+    rb.add_argument("--to", metavar="VERSION", help="a staged version (default: last_good)")
+    rb.add_argument("--reason", default="manual rollback", help="recorded for the heartbeat")
+    rb.add_argument("--by", default="sensorml rollback", help="who rolls back (recorded)")
 
     lp = add("learn", cmd_learn,
              "Record the features of a healthy run (input for `sensorml train fit`).")
