@@ -40,7 +40,7 @@ from sensorml.errors import BundleError, ConfigError, SensormlError
 
 log = logging.getLogger("sensorml.redeploy")
 
-__all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "main"]
+__all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "notify_gateway", "main"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def redeploy(cfg, store=None, *, now: float | None = None, notify: bool = True) 
     bs.note("last_redeploy", res.to_dict())
     (log.warning if res.action == "refused" else log.info)("redeploy: %s: %s", res.action, res.message)
     if notify and res.action in ("shadow", "installed"):
-        _notify(cfg.state_dir)
+        notify_gateway(cfg.state_dir)
     return res
 
 
@@ -210,7 +210,7 @@ def _run(cfg, store, bs: BundleStore, now: float) -> RedeployResult:
                           **info)
 
 
-def _notify(state_dir: Path) -> None:
+def notify_gateway(state_dir: Path) -> None:
     """Ask a running gateway to look now (it polls its links anyway)."""
     from sensorml.control import call
 
