@@ -5,7 +5,10 @@
   Output ``score`` = ``-decision_function(x)`` (higher is more anomalous).
 - :func:`pca_to_onnx`: StandardScaler + PCA reconstruction error (SPE/Q) or Hotelling
   T², as Sub → Sub → MatMul → Mul → ReduceSum (the scaler folded into the matrix,
-  the centre split into a float32 hi/lo pair to keep precision).
+  the centre split into a float32 hi/lo pair to keep precision); ``kind="combined"``
+  computes both, each divided by its limit, and takes the larger.
+- GaussianMixture and the MLP autoencoder live in :mod:`training.export_gmm` and
+  :mod:`training.export_ae`; :func:`reference_scores` dispatches to them.
 
 Why folding stays exact: scikit-learn's tree compares ``float32(scaled(x)) <= t`` with
 ``t`` a float64. ``scaled`` is monotone in ``x``, so the set of float32 ``x`` that go
@@ -33,6 +36,7 @@ __all__ = [
     "ParityError",
     "iforest_to_onnx",
     "pca_to_onnx",
+    "pca_statistics",
     "reference_scores",
     "onnx_scores",
     "parity",
@@ -62,6 +66,33 @@ def _model(nodes, inits, n_features: int, name: str, doc: str) -> onnx.ModelProt
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def centre_nodes(centre: np.ndarray, out: str = "d") -> tuple[list, list]:
+    """``x - centre`` with the centre as a float32 pair (hi + lo).
+
+    ``x - hi`` is exact for x near hi, so features whose spread is tiny next to their
+    mean (60.00 ± 0.01 °C) keep their precision; ``- lo`` adds back what float32 lost.
+    """
+    centre = np.asarray(centre, np.float64)
+    hi = centre.astype(np.float32)
+    lo = (centre - hi.astype(np.float64)).astype(np.float32)
+    inits = [numpy_helper.from_array(hi, "centre_hi"), numpy_helper.from_array(lo, "centre_lo")]
+    nodes = [helper.make_node("Sub", [INPUT_NAME, "centre_hi"], [out + "_hi"]),
+             helper.make_node("Sub", [out + "_hi", "centre_lo"], [out])]
+    return nodes, inits
+
+
+def scaler_arrays(scaler: StandardScaler | None, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scaler's mean and scale as float64 (zeros and ones without a scaler)."""
+    mean = scaler.mean_ if scaler is not None and scaler.mean_ is not None else np.zeros(n_features)
+    scale = scaler.scale_ if scaler is not None and scaler.scale_ is not None else np.ones(n_features)
+    return np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+
+
+def build_model(nodes, inits, n_features: int, name: str, doc: str) -> onnx.ModelProto:
+    """A checked model with the shared input/output names and opsets."""
+    return _model(nodes, inits, n_features, name, doc)
 
 
 def _fold_thresholds(scaler: StandardScaler | None, feats: np.ndarray, thr: np.ndarray,
@@ -125,8 +156,14 @@ def iforest_to_onnx(forest: IsolationForest, scaler: StandardScaler | None = Non
     Leaf weight = (depth + c(n_leaf) - 1) / (n_trees * c(max_samples)), summed over
     trees to S; the score is ``2**-S + offset_``. With ``fold_scaler=False`` a Sub/Div
     pair standardises x first and thresholds are rounded down to float32 instead.
+
+    A forest with a ``rotation_ = (centre, matrix)`` attribute (the ``whiten`` option of
+    :mod:`training.models`) was fitted on ``(x - centre) @ matrix``: the graph computes
+    that in float64 (Cast → Sub → MatMul → Cast; the scaler is inside the matrix) so
+    the float32 values the trees compare are the ones scikit-learn compares.
     """
-    n_features = int(forest.n_features_in_)
+    rotation = getattr(forest, "rotation_", None)
+    n_features = int(forest.n_features_in_) if rotation is None else int(rotation[1].shape[0])
     denom = len(forest.estimators_) * float(_average_path_length([forest._max_samples])[0])
     if denom == 0:
         raise ModelError("IsolationForest fitted on a single sample: nothing to export")
@@ -166,12 +203,23 @@ def iforest_to_onnx(forest: IsolationForest, scaler: StandardScaler | None = Non
                 a["nodes_falsenodeids"].append(right)
     thr = np.asarray(split_thr, np.float64)
     feat = np.asarray(split_feat, np.int64)
-    folded = _fold_thresholds(scaler if fold_scaler else None, feat, thr, n_features)
+    if rotation is not None:
+        folded = _down32(thr)
+    else:
+        folded = _fold_thresholds(scaler if fold_scaler else None, feat, thr, n_features)
     values = np.zeros(len(a["nodes_values"]), np.float32)
     values[np.asarray(split_pos, np.int64)] = folded
     nodes, inits = [], []
     src = INPUT_NAME
-    if scaler is not None and not fold_scaler:
+    if rotation is not None:
+        inits = [numpy_helper.from_array(np.asarray(rotation[0], np.float64), "centre64"),
+                 numpy_helper.from_array(np.asarray(rotation[1], np.float64), "rotation64")]
+        nodes = [helper.make_node("Cast", [INPUT_NAME], ["x64"], to=TensorProto.DOUBLE),
+                 helper.make_node("Sub", ["x64", "centre64"], ["d64"]),
+                 helper.make_node("MatMul", ["d64", "rotation64"], ["r64"]),
+                 helper.make_node("Cast", ["r64"], ["rotated"], to=TensorProto.FLOAT)]
+        src = "rotated"
+    elif scaler is not None and not fold_scaler:
         mean = scaler.mean_ if scaler.mean_ is not None else np.zeros(n_features)
         scale = scaler.scale_ if scaler.scale_ is not None else np.ones(n_features)
         inits += [numpy_helper.from_array(mean.astype(np.float32), "mean"),
@@ -193,38 +241,59 @@ def iforest_to_onnx(forest: IsolationForest, scaler: StandardScaler | None = Non
                   "anomaly score = -IsolationForest.decision_function; higher is anomalous")
 
 
-def pca_to_onnx(pca: PCA, scaler: StandardScaler | None = None, *, kind: str = "spe") -> onnx.ModelProto:
-    """Squared reconstruction error (``kind="spe"``) or Hotelling T² (``kind="t2"``).
+def pca_to_onnx(pca: PCA, scaler: StandardScaler | None = None, *, kind: str = "spe",
+                limits: tuple[float, float] | None = None) -> onnx.ModelProto:
+    """Squared reconstruction error (``kind="spe"``, Q), Hotelling T² (``"t2"``) or both.
 
     With z = scaler(x) and c = z - pca.mean_: SPE = |c (I - WᵀW)|², T² = Σ (c Wᵀ)² / λ.
     Both are ``(x - centre) @ M`` squared and summed, with 1/scale folded into M.
+    ``"combined"`` = max(T² / T²_limit, Q / Q_limit) with ``limits=(T²_limit, Q_limit)``
+    (default: the estimator's ``t2_limit_``/``q_limit_`` set by :func:`training.models`'s
+    PCA fit, the 99th percentiles of each statistic on the fitting rows), folded in as
+    1/√limit in each matrix: 1.0 means "as rare as the healthy 1 %" for either statistic.
     """
     n_features = int(pca.n_features_in_)
     w = pca.components_.astype(np.float64)  # k x n
-    mean = scaler.mean_ if scaler is not None and scaler.mean_ is not None else np.zeros(n_features)
-    scale = scaler.scale_ if scaler is not None and scaler.scale_ is not None else np.ones(n_features)
+    mean, scale = scaler_arrays(scaler, n_features)
     centre = mean + scale * pca.mean_
-    if kind == "spe":
-        proj = np.eye(n_features) - w.T @ w
-    elif kind == "t2":
-        proj = w.T / np.sqrt(pca.explained_variance_)[None, :]
+    spe = (np.eye(n_features) - w.T @ w) / scale[:, None]
+    t2 = (w.T / np.sqrt(pca.explained_variance_)[None, :]) / scale[:, None]
+    nodes, inits = centre_nodes(centre)
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+
+    def sumsq(mat: np.ndarray, tag: str, out: str) -> None:
+        inits.append(numpy_helper.from_array(mat.astype(np.float32), f"proj_{tag}"))
+        nodes.extend([helper.make_node("MatMul", ["d", f"proj_{tag}"], [f"r_{tag}"]),
+                      helper.make_node("Mul", [f"r_{tag}", f"r_{tag}"], [f"r2_{tag}"]),
+                      helper.make_node("ReduceSum", [f"r2_{tag}", "axis1"], [out], keepdims=1)])
+
+    if kind in ("spe", "t2"):
+        sumsq(spe if kind == "spe" else t2, "", OUTPUT_NAME)
+    elif kind == "combined":
+        t2_lim, q_lim = limits if limits is not None else (getattr(pca, "t2_limit_", None),
+                                                           getattr(pca, "q_limit_", None))
+        if not (t2_lim and q_lim and t2_lim > 0 and q_lim > 0):
+            raise ModelError("pca combined: needs positive T² and Q limits (fit with "
+                             "training.models or pass limits=(t2_limit, q_limit))")
+        sumsq(t2 / np.sqrt(t2_lim), "t2", "t2n")
+        sumsq(spe / np.sqrt(q_lim), "q", "qn")
+        nodes.append(helper.make_node("Max", ["t2n", "qn"], [OUTPUT_NAME]))
     else:
-        raise ValueError(f"kind: {kind!r} is not 'spe' or 't2'")
-    mat = proj / scale[:, None]
-    # the centre as a float32 pair (hi + lo): x - hi is exact for x near hi, so features
-    # whose spread is tiny next to their mean (60.00 ± 0.01 °C) keep their precision
-    hi = centre.astype(np.float32)
-    lo = (centre - hi.astype(np.float64)).astype(np.float32)
-    inits = [numpy_helper.from_array(hi, "centre_hi"), numpy_helper.from_array(lo, "centre_lo"),
-             numpy_helper.from_array(mat.astype(np.float32), "proj"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    nodes = [helper.make_node("Sub", [INPUT_NAME, "centre_hi"], ["d_hi"]),
-             helper.make_node("Sub", ["d_hi", "centre_lo"], ["d"]),
-             helper.make_node("MatMul", ["d", "proj"], ["r"]),
-             helper.make_node("Mul", ["r", "r"], ["r2"]),
-             helper.make_node("ReduceSum", ["r2", "axis1"], [OUTPUT_NAME], keepdims=1)]
+        raise ValueError(f"kind: {kind!r} is not 'spe', 't2' or 'combined'")
     return _model(nodes, inits, n_features, f"pca_{kind}",
                   f"PCA {kind.upper()} of standardised x; higher is anomalous")
+
+
+def pca_statistics(pca: PCA, scaler: StandardScaler | None, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hotelling T² and Q (SPE) of float32 rows, in float64 (the parity reference)."""
+    z = np.asarray(X, np.float32).astype(np.float64)
+    if scaler is not None:
+        z = scaler.transform(z)
+    c = z - pca.mean_
+    w = pca.components_.astype(np.float64)
+    t = c @ w.T
+    r = c - t @ w
+    return ((t / np.sqrt(pca.explained_variance_)) ** 2).sum(axis=1), (r * r).sum(axis=1)
 
 
 def reference_scores(model, scaler: StandardScaler | None, X: np.ndarray, *,
@@ -232,35 +301,53 @@ def reference_scores(model, scaler: StandardScaler | None, X: np.ndarray, *,
     """The anomaly score of float32 rows as scikit-learn defines it: the parity reference.
 
     IsolationForest: ``-decision_function`` of scikit-learn's own (float32) pipeline, which
-    the compact graph reproduces exactly. PCA: SPE or T² computed in float64 from the
-    float32 rows (scikit-learn's float32 scaler loses digits on features whose spread is
-    tiny next to their mean; the graph does not).
+    the compact graph reproduces exactly. PCA: SPE, T² or combined computed in float64
+    from the float32 rows (scikit-learn's float32 scaler loses digits on features whose
+    spread is tiny next to their mean; the graph does not). GaussianMixture and the MLP
+    autoencoder: see :mod:`training.export_gmm` and :mod:`training.export_ae`.
     """
     X32 = np.asarray(X, np.float32)
+    if isinstance(model, IsolationForest) and getattr(model, "rotation_", None) is not None:
+        centre, matrix = model.rotation_
+        z = (X32.astype(np.float64) - centre) @ matrix
+        return -model.decision_function(z).astype(np.float64)
     if isinstance(model, IsolationForest):
         z = scaler.transform(X32) if scaler is not None else X32
         return -model.decision_function(z).astype(np.float64)
-    z = X32.astype(np.float64)
-    if scaler is not None:
-        z = scaler.transform(z)
-    c = z - model.mean_
-    w = model.components_.astype(np.float64)
-    if kind == "spe":
-        r = c - (c @ w.T) @ w
-        return (r * r).sum(axis=1)
-    t = (c @ w.T) / np.sqrt(model.explained_variance_)
-    return (t * t).sum(axis=1)
+    if isinstance(model, PCA):
+        t2, q = pca_statistics(model, scaler, X32)
+        if kind == "spe":
+            return q
+        if kind == "t2":
+            return t2
+        return np.maximum(t2 / model.t2_limit_, q / model.q_limit_)
+    from sklearn.mixture import GaussianMixture
+    from sklearn.neural_network import MLPRegressor
+
+    if isinstance(model, GaussianMixture):
+        from training.export_gmm import gmm_reference
+
+        return gmm_reference(model, scaler, X32)
+    if isinstance(model, MLPRegressor):
+        from training.export_ae import autoencoder_reference
+
+        return autoencoder_reference(model, scaler, X32)
+    raise ModelError(f"no reference scores for {type(model).__name__}")
 
 
-def onnx_scores(model_bytes: bytes, X: np.ndarray) -> np.ndarray:
-    """Scores of a whole batch through onnxruntime (one session, one thread)."""
+def onnx_scores(model_bytes: bytes, X: np.ndarray, *, batch: int = 65536) -> np.ndarray:
+    """Scores of many rows through onnxruntime (one session, one thread, in batches)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: np.asarray(X, np.float32)})[0]
-    return np.asarray(out, np.float64).reshape(len(X), -1)[:, 0]
+    name = sess.get_inputs()[0].name
+    out = np.empty(len(X), np.float64)
+    for i in range(0, len(X), batch):
+        part = np.ascontiguousarray(X[i:i + batch], np.float32)
+        out[i:i + len(part)] = np.asarray(sess.run(None, {name: part})[0]).reshape(len(part), -1)[:, 0]
+    return out
 
 
 def parity(ref: np.ndarray, got: np.ndarray, thresholds: dict | None = None, *,

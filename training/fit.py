@@ -2,15 +2,24 @@
 
 :func:`fit_bundle` is the whole path from a feature table to a signed bundle:
 
-1. split the healthy rows (seeded) into a fit part and a held-out part;
-2. fit ``StandardScaler`` + ``IsolationForest`` (or ``PCA``) on the fit part;
-3. export the compact ONNX graph (:mod:`training.export`) and score the held-out rows
-   with onnxruntime — the scores the gateway will see;
-4. refuse the export unless onnxruntime and scikit-learn agree on the held-out rows
-   (max abs diff ≤ 1e-4 plus a 1e-5 relative term for large PCA errors);
-5. calibrate warn/alarm/trip from the held-out healthy scores (:func:`calibrate`);
+1. hold out the last ``holdout`` share of the rows (``holdout_split="tail"``, the
+   default: successive windows overlap and drift slowly, so a random holdout sits
+   between its own neighbours and makes thresholds optimistic) or a seeded random share;
+2. fit the model family (:mod:`training.models`: ``iforest``, ``pca``, ``gmm``,
+   ``autoencoder``) on the other rows;
+3. export the compact ONNX graph and score every held-out row with onnxruntime — the
+   scores the gateway will see — in batches;
+4. calibrate warn/alarm/trip for target false events per day of operation
+   (:mod:`training.calibrate`), the window period taken from the feature spec;
+5. refuse the export unless onnxruntime and scikit-learn agree (within the family's
+   tolerance, and no verdict flips at the thresholds) on up to ``parity_rows`` held-out
+   rows plus any known-bad rows;
 6. fingerprint the features (per-feature statistics for drift checks), write the
    manifest, sign it and write the bundle atomically.
+
+A million rows × 45 features stay within a few hundred MB: the families fit on a seeded
+subsample where the algorithm allows it, scoring is batched, and the fingerprint's
+percentiles come from at most 200 000 rows.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import csv
 import hashlib
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,28 +37,21 @@ from typing import Any
 
 import numpy as np
 import sklearn
-from sklearn.decomposition import PCA
-from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
 from sensorml.bundle import write_bundle
 from sensorml.errors import ConfigError
-from training.export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ParityError,
-    iforest_to_onnx,
-    onnx_scores,
-    parity,
-    pca_to_onnx,
-    reference_scores,
-)
+from training.calibrate import DEFAULT_RATES, calibrate_thresholds, window_period_from_spec
+from training.export import INPUT_NAME, OUTPUT_NAME, ParityError, onnx_scores, parity
+from training.models import COMMON_PARAMS, FAMILIES, family_params, get_family
 
 __all__ = ["MODELS", "FeatureTable", "FitResult", "load_features", "load_table", "fit_model",
-           "calibrate", "fingerprint", "fit_bundle"]
+           "calibrate", "fingerprint", "fit_bundle", "split_holdout"]
 
-MODELS = ("iforest", "pca")
+MODELS = tuple(FAMILIES)
 MIN_ROWS = 50
+#: window period assumed when neither the call nor the feature spec gives one
+DEFAULT_WINDOW_PERIOD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class FitResult:
     model: Any
     parity: dict
     holdout_scores: np.ndarray = field(repr=False)
+    timings: dict = field(default_factory=dict)
 
 
 def load_features(path: str | os.PathLike) -> FeatureTable:
@@ -139,22 +144,9 @@ def _check_table(t: FeatureTable) -> FeatureTable:
 
 def fit_model(X: np.ndarray, model: str = "iforest", *, random_state: int = 0,
               **params: Any) -> tuple[StandardScaler, Any]:
-    """Fit the scaler and the detector on healthy rows (float32)."""
-    X = np.asarray(X, np.float32)
-    scaler = StandardScaler().fit(X)
-    Z = scaler.transform(X)
-    if model == "iforest":
-        est = IsolationForest(n_estimators=int(params.get("n_estimators", 100)),
-                              max_samples=params.get("max_samples", "auto"),
-                              random_state=random_state).fit(Z)
-    elif model == "pca":
-        nc = params.get("n_components", 0.95)
-        est = PCA(n_components=nc, random_state=random_state).fit(Z)
-        if est.n_components_ >= X.shape[1]:
-            est = PCA(n_components=X.shape[1] - 1, random_state=random_state).fit(Z)
-    else:
-        raise ConfigError(f"model: {model!r} is not one of {', '.join(MODELS)}")
-    return scaler, est
+    """Fit the scaler and the detector of family *model* on healthy rows (float32)."""
+    fam = get_family(model)
+    return fam.fit(np.asarray(X, np.float32), random_state, family_params(fam, params))
 
 
 def calibrate(scores: np.ndarray, *, warn_q: float = 0.99, alarm_q: float = 0.999,
@@ -181,73 +173,165 @@ def calibrate(scores: np.ndarray, *, warn_q: float = 0.99, alarm_q: float = 0.99
     return {"warn": warn, "alarm": alarm, "trip": trip}, method
 
 
-def fingerprint(X: np.ndarray, names: tuple[str, ...] | list[str]) -> dict:
-    """Per feature: mean, std, min, max, p01, p99 of the training rows (for drift checks)."""
-    X = np.asarray(X, np.float64)
-    q01, q99 = np.quantile(X, [0.01, 0.99], axis=0)
-    stats = {"mean": X.mean(0), "std": X.std(0), "min": X.min(0), "max": X.max(0),
-             "p01": q01, "p99": q99}
+def fingerprint(X: np.ndarray, names: tuple[str, ...] | list[str], *,
+                quantile_rows: int = 200_000) -> dict:
+    """Per feature: mean, std, min, max of every row; p01, p99 of at most *quantile_rows*
+    rows spread evenly over the table (for drift checks on the gateway)."""
+    X = np.asarray(X)
+    step = max(1, -(-len(X) // quantile_rows))
+    q01, q99 = np.quantile(X[::step].astype(np.float64), [0.01, 0.99], axis=0)
+    stats = {"mean": X.mean(0, dtype=np.float64), "std": X.std(0, dtype=np.float64),
+             "min": X.min(0), "max": X.max(0), "p01": q01, "p99": q99}
     return {n: {k: float(v[i]) for k, v in stats.items()} for i, n in enumerate(names)}
 
 
+def split_holdout(n: int, share: float, split: str, random_state: int) -> tuple[Any, Any]:
+    """Row selections (fit, holdout): ``tail`` = the last *share* rows, ``random`` = seeded."""
+    if not 0.0 < share < 1.0:
+        raise ConfigError(f"holdout: {share} is not a share between 0 and 1")
+    n_hold = max(int(round(share * n)), 20)
+    if n - n_hold < 20:
+        raise ConfigError(f"holdout: {n} rows leave {n - n_hold} to fit after holding out {n_hold}")
+    if split == "tail":
+        return slice(0, n - n_hold), slice(n - n_hold, n)
+    if split == "random":
+        order = np.random.default_rng(random_state).permutation(n)
+        return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+    raise ConfigError(f"holdout_split: {split!r} is not 'tail' or 'random'")
+
+
+LEGACY_CALIBRATION = ("warn_q", "alarm_q", "trip_margin")
+
+
 def fit_bundle(table: FeatureTable, *, model: str = "iforest", out: str | os.PathLike | None,
-               key: str | os.PathLike | None, name: str, version: str, holdout: float = 0.25,
-               random_state: int = 0, anomalies: np.ndarray | None = None,
+               key: str | os.PathLike | None, name: str, version: str,
+               holdout: float | str = 0.25, holdout_split: str = "tail", random_state: int = 0,
+               anomalies: np.ndarray | None = None, window_period_s: float | None = None,
+               target_false_warn_per_day: float = DEFAULT_RATES["warn"],
+               target_false_alarm_per_day: float = DEFAULT_RATES["alarm"],
+               target_false_trip_per_day: float = DEFAULT_RATES["trip"], tail: str = "auto",
+               parity_rows: int = 20_000, progress: Callable[[str], None] | None = None,
                **params: Any) -> FitResult:
-    """Fit, export, check parity, calibrate and write a signed bundle (``out=None``: don't write)."""
+    """Fit, export, check parity, calibrate and write a signed bundle (``out=None``: don't write).
+
+    *holdout*: the share held out for calibration, or ``"tail"``/``"random"`` (share 0.25).
+    *params*: the family's options (see ``training.models.FAMILIES[model].defaults``);
+    options of other families are ignored, unknown names are an error. Passing
+    ``warn_q``/``alarm_q``/``trip_margin`` uses the old quantile rule (:func:`calibrate`).
+    """
+    fam = get_family(model)
+    known = set(COMMON_PARAMS) | set(LEGACY_CALIBRATION)
+    for f in FAMILIES.values():
+        known |= set(f.defaults)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"fit_bundle: unknown option(s) {', '.join(unknown)}")
+    say = progress or (lambda msg: None)
+    if isinstance(holdout, str):
+        holdout, holdout_split = 0.25, holdout
+    t = {"start": time.perf_counter()}
     X = np.asarray(table.X, np.float32)
-    rng = np.random.default_rng(random_state)
-    order = rng.permutation(len(X))
-    n_hold = max(int(round(holdout * len(X))), 20)
-    hold, fit_rows = X[order[:n_hold]], X[order[n_hold:]]
-    scaler, est = fit_model(fit_rows, model, random_state=random_state, **params)
-    kind = str(params.get("pca_kind", "spe"))
-    graph = iforest_to_onnx(est, scaler) if model == "iforest" else pca_to_onnx(est, scaler, kind=kind)
-    onnx_bytes = graph.SerializeToString()
+    fit_sel, hold_sel = split_holdout(len(X), float(holdout), holdout_split, random_state)
+    fit_rows, hold = X[fit_sel], X[hold_sel]
+    fp = family_params(fam, params)
+    say(f"fitting {model} on {len(fit_rows)} rows × {X.shape[1]} features")
+    scaler, est = fam.fit(fit_rows, random_state, fp)
+    t["fit"] = time.perf_counter()
+    onnx_bytes = fam.export(est, scaler, fp).SerializeToString()
+    t["export"] = time.perf_counter()
+    say(f"scoring {len(hold)} held-out rows with onnxruntime")
     got = onnx_scores(onnx_bytes, hold)
-    ref = reference_scores(est, scaler, hold, kind=kind)
-    thresholds, method = calibrate(got, **{k: params[k] for k in ("warn_q", "alarm_q", "trip_margin")
-                                           if k in params})
-    par = parity(ref, got, thresholds)
-    if par["mismatches"] or not np.isfinite(got).all():
-        raise ParityError(f"onnxruntime and scikit-learn disagree on {par['mismatches']} of "
-                          f"{par['rows']} held-out rows (max abs diff {par['max_abs_diff']:.3g}); "
-                          "not writing the bundle")
+    if not np.isfinite(got).all():
+        raise ParityError(f"{model}: onnxruntime gave {int((~np.isfinite(got)).sum())} non-finite "
+                          "scores on healthy held-out rows; not writing the bundle")
+    t["score"] = time.perf_counter()
+    period = window_period_s or window_period_from_spec(table.feature_spec) or DEFAULT_WINDOW_PERIOD_S
+    if any(k in params for k in LEGACY_CALIBRATION):
+        thresholds, method = calibrate(got, **{k: params[k] for k in LEGACY_CALIBRATION if k in params})
+        calib: dict = {"rule": "quantiles"}
+    else:
+        c = calibrate_thresholds(got, window_period_s=period, tail=tail,
+                                 rates={"warn": target_false_warn_per_day,
+                                        "alarm": target_false_alarm_per_day,
+                                        "trip": target_false_trip_per_day})
+        thresholds, method, calib = c.thresholds, c.method, c.details
+    t["calibrate"] = time.perf_counter()
+    step = max(1, -(-len(hold) // max(parity_rows, 1)))
+    check = hold[::step]
+    bad = np.asarray(anomalies, np.float32) if anomalies is not None and len(anomalies) else None
+    if bad is not None:
+        check = np.vstack([check, bad])
+    say(f"parity check on {len(check)} rows")
+    got_check = np.concatenate([got[::step], onnx_scores(onnx_bytes, bad)]) if bad is not None \
+        else got[::step]
+    par = parity(fam.reference(est, scaler, check, fp), got_check, thresholds,
+                 atol=fam.atol, rtol=fam.rtol)
+    if par["mismatches"] or par["verdict_flips"]:
+        raise ParityError(f"{model}: onnxruntime and scikit-learn disagree on {par['mismatches']} of "
+                          f"{par['rows']} rows ({par['verdict_flips']} verdict flips, max abs diff "
+                          f"{par['max_abs_diff']:.3g}); not writing the bundle")
+    t["parity"] = time.perf_counter()
     metrics: dict[str, Any] = {
         "train_rows": len(fit_rows), "holdout_rows": len(hold),
-        "parity_max_abs_diff": par["max_abs_diff"], "parity_max_rel_diff": par["max_rel_diff"],
+        "parity_rows": par["rows"], "parity_max_abs_diff": par["max_abs_diff"],
+        "parity_max_rel_diff": par["max_rel_diff"],
         "holdout_score_p50": float(np.median(got)), "holdout_score_p99": float(np.quantile(got, 0.99)),
         "holdout_score_max": float(got.max()),
         "holdout_above_warn": float((got > thresholds["warn"]).mean()),
     }
-    if anomalies is not None and len(anomalies):
-        a = onnx_scores(onnx_bytes, np.asarray(anomalies, np.float32))
+    if bad is not None:
+        a = got_check[len(got_check) - len(bad):]
         metrics.update({f"anomalies_above_{k}": float((a > v).mean()) for k, v in thresholds.items()})
         metrics["anomaly_rows"] = len(a)
-    family = "isolation_forest" if model == "iforest" else f"pca_{kind}"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    digest = hashlib.sha256(X.tobytes() + "\0".join(table.names).encode()).hexdigest()
+    digest = hashlib.sha256(np.ascontiguousarray(X).data)
+    digest.update("\0".join(table.names).encode())
     manifest = {
         "name": name, "version": str(version), "created": now,
         "feature_spec": table.feature_spec, "feature_names": list(table.names),
         "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
-        "thresholds": thresholds, "threshold_method": method,
+        "thresholds": thresholds, "threshold_method": method, "calibration": _plain(calib),
         "fingerprint": fingerprint(X, table.names), "metrics": metrics,
-        "model_family": family, "n_features": int(X.shape[1]),
-        "training": {"rows": int(len(X)), "fitted_at": now, "data_sha256": digest,
+        "model_family": model, "n_features": int(X.shape[1]),
+        "training": {"rows": int(len(X)), "fitted_at": now, "data_sha256": digest.hexdigest(),
                      "source": os.path.basename(table.source), "random_state": random_state,
-                     "params": _params(est), "sklearn_version": sklearn.__version__},
+                     "holdout": {"split": holdout_split, "share": float(holdout)},
+                     "params": _plain({**fp, **_fitted(est)}), "family_doc": fam.doc,
+                     "sklearn_version": sklearn.__version__},
     }
+    say("signing and writing the bundle" if key else "writing the bundle")
     path = write_bundle(out, manifest, onnx_bytes, key) if out is not None else None
-    return FitResult(path, manifest, onnx_bytes, scaler, est, par, got)
+    t["write"] = time.perf_counter()
+    names = ("fit", "export", "score", "calibrate", "parity", "write")
+    prev = t["start"]
+    timings = {}
+    for k in names:
+        timings[k] = t[k] - prev
+        prev = t[k]
+    timings["total"] = prev - t["start"]
+    return FitResult(path, manifest, onnx_bytes, scaler, est, par, got, timings)
 
 
-def _params(est: Any) -> dict:
-    keep = ("n_estimators", "max_samples", "contamination", "n_components", "random_state")
-    out = {}
-    for k, v in est.get_params().items():
-        if k in keep:
-            out[k] = v if isinstance(v, int | float | str | type(None)) else str(v)
-    if isinstance(est, PCA):
-        out["n_components_"] = int(est.n_components_)
+def _fitted(est: Any) -> dict:
+    """What the fit decided, for the manifest (sizes, limits), not the parameters given."""
+    out: dict = {}
+    for k in ("n_components_", "t2_limit_", "q_limit_", "n_iter_", "converged_"):
+        v = getattr(est, k, None)
+        if v is not None:
+            out[k] = v
+    if hasattr(est, "coefs_"):
+        out["layers"] = [int(est.coefs_[0].shape[0])] + [int(w.shape[1]) for w in est.coefs_]
+    if hasattr(est, "estimators_") and hasattr(est, "_max_samples"):
+        out["max_samples_"] = int(est._max_samples)
     return out
+
+
+def _plain(d: Any) -> Any:
+    """JSON-ready copy: numpy scalars → numbers, tuples → lists."""
+    if isinstance(d, dict):
+        return {str(k): _plain(v) for k, v in d.items()}
+    if isinstance(d, list | tuple):
+        return [_plain(v) for v in d]
+    if isinstance(d, np.generic):
+        return d.item()
+    return d
