@@ -232,8 +232,12 @@ def _read_parquet(p: Path, time_column, columns, numeric_only: bool) -> Table:
             data.append(col.cast(pa.float64()).to_numpy(zero_copy_only=False))
             keep.append(c)
         elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            data.append(_numbers(name, c, [("" if v is None else v) for v in col.to_pylist()]))
-            keep.append(c)
+            try:
+                data.append(_numbers(name, c, [("" if v is None else v) for v in col.to_pylist()]))
+                keep.append(c)
+            except ConfigError:
+                if not (numeric_only and not columns):
+                    raise
         elif not (numeric_only and not columns):
             raise ConfigError(f"{name}: column '{c}' has type {col.type}, not numbers")
     if not keep:
