@@ -94,19 +94,25 @@ class FaultResult:
     how: str
 
 
-def first_after(mask: np.ndarray, t: np.ndarray, t0: float) -> float | None:
-    idx = np.flatnonzero(mask & (t > t0))
-    return float(t[idx[0]] - t0) if idx.size else None
-
-
 def evaluate_fault(run: simdata.SimRun, scores: np.ndarray, th: dict) -> FaultResult:
+    """Event-wise delays (``training.evaluate.eventwise``) of the debounced TRIP and ALARM,
+    measured from the fault start; missed = point-wise missed-alarm rate at warn over the
+    windows lying wholly after the fault start; trips before the fault."""
+    from training.evaluate import eventwise, pointwise
+
     v = verdicts(scores, th)
-    t0 = float(run.fault_at)
-    trip, alarm = first_after(v >= 3, run.t, t0), first_after(v >= 2, run.t, t0)
+    truth = run.label
+    lead = float(run.t[np.argmax(truth)] - run.fault_at)  # first faulty window end - fault start
+    delay, pre = {}, 0
+    for name, level in (("trip", 3), ("alarm", 2)):
+        ev = eventwise(v >= level, truth, run.t)
+        delay[name] = ev["delays_s"][0] + lead if ev["delays_s"] else None
+        if name == "trip":
+            pre = int(ev["false_alarms"])
     full = run.full_fault()
-    missed = float((scores[full] < th["warn"]).mean()) if full.any() else float("nan")
-    pre = int(np.sum((v[1:] >= 3) & (v[:-1] < 3) & ~run.label[1:]))
-    return FaultResult(run.fault or "", 0.0, trip is not None, trip, alarm, missed, pre, "model")
+    missed = pointwise(scores >= th["warn"], full, scored=full)["missed_alarm_rate"]
+    return FaultResult(run.fault or "", 0.0, delay["trip"] is not None, delay["trip"],
+                       delay["alarm"], float(missed), pre, "model")
 
 
 def temperature_limit_delay(run: simdata.SimRun) -> float | None:
@@ -168,15 +174,16 @@ def day_counts(segs: list[tuple[np.ndarray, np.ndarray]], onnx_bytes: bytes, th:
     sc = scores_of(onnx_bytes, X)
     out = {"windows": len(sc), "trips": 0, "alarms": 0, "warns": 0, "above_trip": 0,
            "max_score": float(sc.max())}
+    from training.evaluate import eventwise
+
     pos = 0
-    for Xs, _ in segs:
+    for Xs, t in segs:
         s = sc[pos:pos + len(Xs)]
         pos += len(Xs)
         v = verdicts(s, th)
-        prev = np.concatenate(([0], v[:-1]))
-        out["trips"] += int(np.sum((v >= 3) & (prev < 3)))
-        out["alarms"] += int(np.sum((v >= 2) & (prev < 2)))
-        out["warns"] += int(np.sum((v >= 1) & (prev < 1)))
+        healthy = np.zeros(len(v), bool)
+        for key, level in (("trips", 3), ("alarms", 2), ("warns", 1)):
+            out[key] += eventwise(v >= level, healthy, t)["false_alarms"]
         out["above_trip"] += int(np.sum(s >= th["trip"]))
     return out
 
