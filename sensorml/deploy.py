@@ -183,8 +183,11 @@ class BundleStore:
                         fh.write(files[fname])
                         fh.flush()
                         os.fsync(fh.fileno())
-            b = load_bundle(tmp, trusted_keys=list(trusted_keys), allow_unsigned=allow_unsigned,
-                            expected_spec=expected_spec)
+            try:
+                b = load_bundle(tmp, trusted_keys=list(trusted_keys),
+                                allow_unsigned=allow_unsigned, expected_spec=expected_spec)
+            except BundleError as e:  # name the download, not the temporary folder
+                raise type(e)(str(e).replace(str(tmp), where)) from None
             name, version = b.manifest.name, b.manifest.version
             for part in (name, version):
                 if not part or "/" in part or part.startswith("."):

@@ -166,6 +166,15 @@ def _run(cfg, store, bs: BundleStore, now: float) -> RedeployResult:
             if d is not None:
                 bs.accept_desired(d.where, d.issued_at)
 
+    try:
+        return _apply(cfg, store, bs, now, target, accept)
+    except (DeployError, BundleError, SensormlError) as e:
+        return RedeployResult("refused", str(e), **info)
+
+
+def _apply(cfg, store, bs: BundleStore, now: float, target, accept) -> RedeployResult:
+    m, v = target.model, target.version
+    info = dict(model=m, version=v, source=target.source)
     if now < target.not_before:
         return RedeployResult("pending", f"{m} {v} not before {_iso(target.not_before)}", **info)
     live, cand = bs.link(CURRENT), bs.link(CANDIDATE)
