@@ -236,3 +236,53 @@ def make_desired(scope: str, target: str, model: str, version: str, *,
     DesiredState.from_dict(doc, f"desired/{target}.json")
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     return data, (sign_bytes(key, data) if key is not None else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sensorml.desired``: write a signed desired-state file into a store."""
+    import argparse
+    import sys
+
+    from sensorml.redeploy import open_store
+
+    p = argparse.ArgumentParser(
+        prog="python -m sensorml.desired",
+        description="Write desired/<fleet-or-device>.json (+ .sig) into the cloud store.")
+    p.add_argument("--store", required=True, help="file:///path or s3://bucket/prefix")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--fleet", help="fleet name (the gateways' deploy.fleet)")
+    who.add_argument("--device", help="one device id (overrides its fleet file)")
+    p.add_argument("--model", required=True, help="bundle name")
+    p.add_argument("--version", required=True, help="bundle version (published under models/)")
+    p.add_argument("--canary-share", type=float, default=0.0, help="share of devices, 0..1")
+    p.add_argument("--canary-version", help="version the canary devices run")
+    p.add_argument("--allow-downgrade", action="store_true", help="permit an older version")
+    p.add_argument("--key", required=True, help="Ed25519 private key (signing.key)")
+    a = p.parse_args(argv)
+    extra: dict[str, Any] = {}
+    if a.canary_share:
+        extra["canary"] = {"share": a.canary_share, "version": a.canary_version}
+    if a.allow_downgrade:
+        extra["allow_downgrade"] = True
+    scope, target = ("fleet", a.fleet) if a.fleet else ("device", a.device)
+    try:
+        data, sig = make_desired(scope, target, a.model, a.version, key=a.key, **extra)
+        store = open_store(a.store)
+        if not hasattr(store, "put"):  # the read-only fallback: a local directory
+            root = Path(store.root) / "desired"
+            root.mkdir(parents=True, exist_ok=True)
+            (root / f"{target}.json.sig").write_bytes(sig or b"")
+            (root / f"{target}.json").write_bytes(data)
+        else:
+            store.put(f"desired/{target}.json.sig", sig)
+            store.put(f"desired/{target}.json", data)
+    except SensormlError as e:
+        print(f"desired: error: {e}", file=sys.stderr)
+        return 2
+    print(f"desired/{target}.json: {a.model} {a.version}"
+          + (f", canary {a.canary_share:.0%} -> {a.canary_version}" if a.canary_share else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
