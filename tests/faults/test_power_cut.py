@@ -1,0 +1,145 @@
+"""Power cut, gateway half: ``sensorml gateway`` is SIGKILLed at random moments (seeded),
+restarted, and its buffer checked after every cut.
+
+Each round: start the gateway (a ``sim://`` source inside it, so a round costs one process
+start), kill it 50-500 ms after it said ``running`` (every fifth round: 50-500 ms after it
+was spawned, i.e. while it opens the buffer and loads the model), then check that
+
+- the buffer opens and ``PRAGMA integrity_check`` says ``ok``;
+- every row a reader saw just before the kill is still there, and the ids of every table
+  are 1..N with no hole (AUTOINCREMENT, nothing evicted here: a hole would be a lost row);
+- the rows of the new round got ids above every id of the previous rounds;
+- recovery: spawn -> first window scored (the first score row's timestamp) <= 2 s.
+
+The simulated pump has a ``spikes`` sensor fault from 0.3 s of each run and a hard limit
+on ``ax``: the last round runs uncut and must trip (the trip path is armed after the
+cuts; the model is held off by the 5 s start-up inhibit, so it is the limit). SIGKILL is a process death, not a loss of the page cache: the buffer runs WAL with
+``synchronous=NORMAL``, so after a real power loss the last commits may roll back (the
+file stays consistent); this suite checks the process-death half.
+
+The sync-job half of the scenario (kill ``sensorml sync`` mid-upload, compare the lake
+with the buffer: no row lost, none duplicated) plugs in as :func:`power_cut_sync_rounds`
+once the sync job of issue 5 exists.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from sensorml.buffer import Buffer
+
+pytestmark = pytest.mark.timeout(240)
+
+ROUNDS = 50
+SEED = 20261126
+
+BODY = '''
+[source]
+url = "sim://pump?rate=25600&seed={seed}&faults=spikes@300ms"
+[model]
+bundle = "{bundle}"
+trusted_keys = ["{pub}"]
+[[limits]]
+channel = "ax"
+above = 4.0
+[[trip]]
+kind = "command"
+argv = ["/bin/true"]
+[buffer]
+raw_sample_every = 20
+'''
+
+
+def power_cut_sync_rounds(cfg, rounds: int, rng: random.Random) -> dict:
+    """The sync half of the power-cut scenario (issue 5's ``sensorml sync``), to plug in
+    here: run the gateway and ``sensorml sync --config cfg`` against a local lake, SIGKILL
+    the sync job at random moments (mid-batch, between the object put and ``mark_synced``)
+    ``rounds`` times, restart it, and compare the lake with the buffer: every committed row
+    uploaded exactly once (no loss, no duplicate), every ``synced_at`` row present in the
+    lake. Not written yet: the sync job and its lake layout have not landed."""
+    raise NotImplementedError("waits for `sensorml sync` (issue 5)")
+
+
+def test_sigkill_gateway_at_random_moments_loses_no_committed_row(
+        tmp_path, bundle, keys, fx, fault_report):
+    rng = random.Random(SEED)
+    cfg = fx.write_config(tmp_path, BODY.format(seed=1, bundle=bundle, pub=keys[1]))
+    db = tmp_path / "state" / "buffer.db"
+    prev_max = {"events": 0, "scores": 0, "raw_windows": 0}
+    to_running, to_scored, cut_during_start = [], [], 0
+    seen_events: set[int] = set()
+    trips_recorded = 0
+    for r in range(ROUNDS):
+        from_spawn = r % 5 == 4
+        delay = rng.uniform(0.05, 0.5)
+        t_spawn = time.time()
+        gw = fx.start_gateway(cfg, log_name=f"gateway-{r}.log", wait=False)
+        try:
+            if from_spawn:
+                threading.Event().wait(delay)  # the cut itself: a moment chosen at random
+                cut_during_start += 1
+            else:
+                gw.expect(lambda s: "running" in s, 30, "start")
+                to_running.append(time.time() - t_spawn)
+                threading.Event().wait(delay)
+            pre = fx.snapshot(db) if db.exists() else None
+            gw.p.send_signal(signal.SIGKILL)
+            assert gw.p.wait(10) == -signal.SIGKILL
+        finally:
+            gw.stop()
+        if not db.exists():  # cut before the buffer was created
+            continue
+        assert fx.integrity(db) == "ok", f"round {r}: buffer corrupt"
+        Buffer(db, readonly=True).close()  # opens: schema and migrations intact
+        post = fx.snapshot(db)
+        for t in ("events", "scores", "raw_windows"):
+            n, top = post[t]
+            assert n == top, f"round {r}: {t} ids 1..{top} but {n} rows: a committed row is gone"
+            if pre is not None:
+                assert n >= pre[t][0] and top >= pre[t][1], f"round {r}: {t} lost rows"
+            new = fx.rows(db, f"SELECT min(id) FROM {t} WHERE id > ?", (prev_max[t],))[0][0]
+            if new is not None:
+                assert new == prev_max[t] + 1, f"round {r}: {t} ids not monotonic"
+            prev_max[t] = top
+        if pre is not None:
+            assert pre["event_ids"] <= post["event_ids"], f"round {r}: events lost"
+        assert seen_events <= post["event_ids"], f"round {r}: events of earlier rounds lost"
+        seen_events = post["event_ids"]
+        first = fx.rows(db, "SELECT min(t) FROM scores WHERE t >= ?", (t_spawn,))[0][0]
+        if first is not None:
+            to_scored.append(first - t_spawn)
+        trips_recorded += fx.rows(db, "SELECT count(*) FROM events WHERE kind = 'trip' "
+                                      "AND t >= ?", (t_spawn,))[0][0]
+
+    # the last round: uncut; the hard limit must trip, then a clean stop
+    t_spawn = time.time()
+    gw = fx.start_gateway(cfg, log_name="gateway-last.log")
+    try:
+        trip = fx.log_json(gw, lambda m: m.startswith("TRIP"), 10, "trip on the hard limit")
+        assert "cause=limit" in trip["msg"]
+        gw.p.terminate()
+        assert gw.p.wait(15) == 0
+    finally:
+        gw.stop()
+    assert fx.integrity(db) == "ok"
+    first = fx.rows(db, "SELECT min(t) FROM scores WHERE t >= ?", (t_spawn,))[0][0]
+    to_scored.append(first - t_spawn)
+    starts = fx.rows(db, "SELECT count(*) FROM events WHERE kind = 'start'")[0][0]
+    counts = {t: fx.rows(db, f"SELECT count(*) FROM {t}")[0][0]
+              for t in ("events", "scores", "raw_windows")}
+    fault_report.add(
+        "power_cut_gateway", rounds=ROUNDS, seed=SEED, cut_during_start=cut_during_start,
+        rows_lost=0, integrity_failures=0, start_events_committed=starts,
+        trips_recorded_in_cut_rounds=trips_recorded, rows_at_end=counts,
+        spawn_to_running_ms=fx.summary(to_running),
+        spawn_to_first_window_scored_ms=fx.summary(to_scored),
+        python=sys.version.split()[0], cpus=os.cpu_count())
+    assert max(to_scored) <= 2.0, f"recovery to processing took {max(to_scored):.2f} s"
+    assert len(to_scored) >= 10  # enough rounds lived long enough to measure it
