@@ -213,14 +213,28 @@ def table_features(values: np.ndarray, spec: TableSpec) -> tuple[np.ndarray, np.
         j += 1
     k = spec.rolling
     if k and n >= k:
-        win = np.lib.stride_tricks.sliding_window_view(v, k, axis=0)  # [n-k+1, nc, k]
-        mean = win.mean(axis=2)
-        x = np.arange(k) - (k - 1) / 2.0
-        stats = {"mean": lambda: mean,
-                 "std": lambda: np.sqrt(np.maximum(((win - mean[..., None]) ** 2).mean(axis=2), 0.0)),
-                 "slope": lambda: (win * x).sum(axis=2) / float((x * x).sum())}
+        # k shifted views summed in a fixed order: each row's numbers depend only on its
+        # own k rows (the same on a 10-row history as in a million-row table), O(n) memory.
+        m = n - k + 1
+        shifts = [v[i:i + m] for i in range(k)]
+        mean = shifts[0].copy()
+        for w in shifts[1:]:
+            mean += w
+        mean /= k
         for s in spec.rolling_stats:
-            out[k - 1:, :, j] = stats[s]()
+            if s == "mean":
+                out[k - 1:, :, j] = mean
+            elif s == "std":
+                acc = np.zeros_like(mean)
+                for w in shifts:
+                    acc += (w - mean) ** 2
+                out[k - 1:, :, j] = np.sqrt(acc / k)
+            else:  # least-squares slope per row: sum(x_i * v_i) / sum(x_i^2), x centred
+                x = np.arange(k) - (k - 1) / 2.0
+                acc = np.zeros_like(mean)
+                for xi, w in zip(x, shifts):
+                    acc += xi * w
+                out[k - 1:, :, j] = acc / float((x * x).sum())
             j += 1
     X = out.reshape(n, nc * per).astype(np.float32)
     valid = np.isfinite(X).all(axis=1)

@@ -210,7 +210,10 @@ def _fit_input(a: argparse.Namespace):
         if a.spec:
             import json
 
-            spec = json.loads(Path(a.spec).read_text())
+            try:
+                spec = json.loads(Path(a.spec).read_text())
+            except ValueError as e:
+                raise SensormlError(f"{a.spec}: not a JSON feature spec: {e}") from None
         with step(f"reading {a.buffer}"):
             frame = data.BufferSource(a.buffer, spec).features()
     n = len(frame)
