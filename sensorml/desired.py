@@ -268,14 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data, sig = make_desired(scope, target, a.model, a.version, key=a.key, **extra)
         store = open_store(a.store)
-        if not hasattr(store, "put"):  # the read-only fallback: a local directory
-            root = Path(store.root) / "desired"
-            root.mkdir(parents=True, exist_ok=True)
-            (root / f"{target}.json.sig").write_bytes(sig or b"")
-            (root / f"{target}.json").write_bytes(data)
-        else:
-            store.put(f"desired/{target}.json.sig", sig)
-            store.put(f"desired/{target}.json", data)
+        store.put(f"desired/{target}.json.sig", sig or b"")
+        store.put(f"desired/{target}.json", data)
     except SensormlError as e:
         print(f"desired: error: {e}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from pathlib import Path
 from sensorml.bundle import MANIFEST, MODEL, SIGNATURE
 from sensorml.deploy import CANDIDATE, CURRENT, BundleStore, DeployError
 from sensorml.desired import DesiredError, DesiredState, resolve, verify_desired
-from sensorml.errors import BundleError, ConfigError, SensormlError
+from sensorml.errors import BundleError, ConfigError, SensormlError, StoreError
 
 log = logging.getLogger("sensorml.redeploy")
 
@@ -46,7 +46,7 @@ __all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "notify_g
 @dataclass(frozen=True)
 class RedeployResult:
     """What one run did: ``action`` is one of none, up-to-date, pending, in-shadow,
-    skipped, shadow, installed, refused."""
+    skipped, shadow, installed, refused (a check failed), offline (the store failed)."""
 
     action: str
     message: str
@@ -59,43 +59,24 @@ class RedeployResult:
         return asdict(self)
 
 
-class _DirStore:
-    """A read-only ``file://`` store, used only when :mod:`sensorml.store` is absent."""
+def open_store(url: str, cfg=None):
+    """The cloud store at *url* (``file://`` or ``s3://``, see :mod:`sensorml.store`), with
+    the endpoint, region and credentials of *cfg*'s ``[sync]`` table when it has them."""
+    from sensorml.store import open_store as _open
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
-
-    def exists(self, key: str) -> bool:
-        return (self.root / key).is_file()
-
-
-def open_store(url: str):
-    """The cloud store at *url* (``file://`` or ``s3://``) through :mod:`sensorml.store`."""
-    if not url:
-        raise ConfigError("sync.store: required for redeployment (e.g. file:///var/lib/sensorml-cloud)")
-    try:
-        from sensorml.store import open_store as _open
-    except ImportError:
-        if url.startswith("file://"):
-            return _DirStore(Path(url[len("file://"):]))
-        if "://" not in url:
-            return _DirStore(Path(url))
-        raise ConfigError(f"sync.store: {url!r} needs sensorml.store") from None
-    return _open(url)
+    sync = getattr(cfg, "sync", None)
+    kw = {k: getattr(sync, k) for k in ("endpoint", "region", "credentials")
+          if getattr(sync, k, None)}
+    return _open(url, **kw)
 
 
 def _get(store, key: str) -> bytes | None:
-    """The object at *key*, or None when it does not exist."""
+    """The object at *key*, or None when it does not exist (other store errors raise)."""
+    from sensorml.store import NotFound
+
     try:
-        if not store.exists(key):
-            return None
         return store.get(key)
-    except FileNotFoundError:
-        return None
-    except KeyError:
+    except NotFound:
         return None
 
 
@@ -137,10 +118,12 @@ def redeploy(cfg, store=None, *, now: float | None = None, notify: bool = True) 
     heartbeat, and change nothing outside the bundle store.
     """
     bs = check_layout(cfg)
-    store = open_store(cfg.sync.store) if store is None else store
     now = time.time() if now is None else now
     try:
+        store = open_store(cfg.sync.store, cfg) if store is None else store
         res = _run(cfg, store, bs, now)
+    except StoreError as e:  # unreachable, denied: try again next period
+        res = RedeployResult("offline", str(e))
     except (DesiredError, DeployError, BundleError, SensormlError) as e:
         res = RedeployResult("refused", str(e))
     res = RedeployResult(**{**res.to_dict(), "t": now})
@@ -168,6 +151,8 @@ def _run(cfg, store, bs: BundleStore, now: float) -> RedeployResult:
 
     try:
         return _apply(cfg, store, bs, now, target, accept)
+    except StoreError as e:
+        return RedeployResult("offline", str(e), **info)
     except (DeployError, BundleError, SensormlError) as e:
         return RedeployResult("refused", str(e), **info)
 
@@ -242,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config)
-        store = open_store(a.store or cfg.sync.store)
+        store = open_store(a.store or cfg.sync.store, cfg)
         res = redeploy(cfg, store)
     except SensormlError as e:
         print(f"redeploy: error: {e}", file=sys.stderr)
