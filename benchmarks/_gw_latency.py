@@ -9,6 +9,7 @@ timestamps the arrival of the write_coil request; the floor calls ``write_coil``
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class LatencyResult:
     rss: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, bytes) of the gateway
     hwm: int = 0
     notes: list[str] = field(default_factory=list)
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # gateway (t0, t1)
+    trace: list[dict] = field(default_factory=list)  # _gw_trace lines
 
 
 def _wait_frames(dev: Device, name: str, k: int, timeout: float = 2.0) -> None:
@@ -55,6 +58,8 @@ def _serial_round(dev: Device, name: str, trips: int, res: LatencyResult,
         try:
             t0, t1 = dev.results.get(timeout=LEAD[1] * 0.01 + 1.0)
             out.append(t1 - t0)
+            if reset:
+                res.pairs.append((t0, t1))
         except Exception:  # queue.Empty: the trip never came
             dev.disarm()
             res.missed += 1
@@ -68,7 +73,7 @@ def _serial_round(dev: Device, name: str, trips: int, res: LatencyResult,
 
 
 def serial_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, trips: int,
-                   budget_s: float) -> LatencyResult:
+                   budget_s: float, trace: bool = False) -> LatencyResult:
     res = LatencyResult()
     dev = Device(data, [("gw", 0.0), ("floor", 0.005)])
     children: list[Child] = []
@@ -77,7 +82,7 @@ def serial_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
         gpath = dev.ptys["gw"].path
         cfg = gateway_toml(work, "serial", gpath, bundle,
                            f'kind = "serial-command"\nurl = "serial://{gpath}"')
-        gw = start_gateway(cfg, "gw-serial", work)
+        gw = start_gateway(cfg, "gw-trace" if trace else "gw-serial", work, trace=trace)
         children.append(gw)
         state = work / "state-serial"
         dev.activate("gw")
@@ -105,6 +110,8 @@ def serial_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
             res.gw.append(_serial_round(dev, "gw", trips, res, reset, deadline, sample))
             res.floor.append(_serial_round(dev, "floor", trips, res, None, deadline, sample))
         res.hwm = vm(gw.pid)["VmHWM"]
+        if trace:
+            res.trace = [json.loads(ln) for ln in gw.text().splitlines() if ln.startswith("{")]
         st = control(state, "/status")
         src = next(iter(st["sources"].values()))
         res.notes.append(
@@ -206,3 +213,31 @@ def summary(runs: list[np.ndarray]) -> tuple[float, float, int]:
     p50 = float(np.median([np.percentile(r, 50) for r in runs])) * 1e3
     p99 = float(np.median([np.percentile(r, 99) for r in runs])) * 1e3
     return p50, p99, sum(len(r) for r in runs)
+
+
+STAGES = (("device write -> gateway read returns", None, "read"),
+          ("decode + block + queue put", "read", "queued"),
+          ("queue -> fast path thread runs", "queued", "dequeued"),
+          ("windowing + features", "dequeued", "features"),
+          ("score (onnxruntime)", "features", "scored"),
+          ("decide + trip bookkeeping", "scored", "trip"),
+          ("trip() -> STOP handed to pyserial", "trip", "write"),
+          ("STOP write -> device reads it", "write", None))
+
+
+def breakdown(res: LatencyResult) -> list[tuple[str, float, float]]:
+    """(stage, p50 µs, p90 µs) from the traced trips, matched to the device's (t0, t1)."""
+    rows: list[list[float]] = [[] for _ in STAGES]
+    for t0, t1 in res.pairs:
+        line = next((d for d in res.trace if t0 < d["read"] < t1 and d["write"]), None)
+        if line is None:
+            continue
+        stamps = {**line, None: 0.0}
+        for i, (_, a, b) in enumerate(STAGES):
+            ta = t0 if a is None else stamps[a]
+            tb = t1 if b is None else stamps[b]
+            if ta and tb:
+                rows[i].append((tb - ta) * 1e6)
+    return [(name, float(np.percentile(r, 50)) if r else float("nan"),
+             float(np.percentile(r, 90)) if r else float("nan"))
+            for (name, _, _), r in zip(STAGES, rows)]

@@ -161,9 +161,11 @@ class Child:
         self._err.close()
 
 
-def start_gateway(cfg: Path, name: str, work: Path) -> Child:
-    gw = Child([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)],
-               name, work)
+def start_gateway(cfg: Path, name: str, work: Path, trace: bool = False) -> Child:
+    """``sensorml gateway --config cfg`` (``trace``: with the stage timers of _gw_trace)."""
+    argv = ["-m", "benchmarks._gw_trace", str(cfg)] if trace else \
+        ["-m", "sensorml.cli", "gateway", "--config", str(cfg)]
+    gw = Child([sys.executable, *argv], name, work)
     gw.wait_for("running", 60)
     gw.wait_for("open at", 20, stream="err")  # the serial source holds the port
     return gw
@@ -203,6 +205,37 @@ def floor_rss(bundle: Bundle) -> int:
     if r.returncode:
         raise RuntimeError(f"memory floor process failed: {r.stderr.strip()[-300:]}")
     return int(r.stdout.strip()) * 1024
+
+
+MEM_STEPS = """
+import sys
+def rss():
+    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) * 1024
+steps = [('python', rss())]
+for label, mods in [('numpy + onnxruntime', 'numpy onnxruntime'),
+                    ('http.server (loads ssl/libssl)', 'http.server'),
+                    ('cryptography (bundle signatures)', 'sensorml.signing'),
+                    ('sqlite3 + recorder', 'sensorml.recorder'),
+                    ('pyserial + rest of the gateway', 'serial sensorml.gateway sensorml.bundle '
+                     'sensorml.control sensorml.scorer firmware_bridge.actuators '
+                     'firmware_bridge.serial_source firmware_bridge.actuator_serial')]:
+    for m in mods.split():
+        __import__(m)
+    steps.append((label, rss()))
+print(repr(steps))
+"""
+
+
+def import_rss() -> list[tuple[str, int]]:
+    """RSS added by each group of the gateway's imports, in import order (bytes)."""
+    import ast
+
+    r = subprocess.run([sys.executable, "-c", MEM_STEPS], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    if r.returncode:
+        return []
+    steps = ast.literal_eval(r.stdout.strip())
+    return [(label, b - a) for (_, a), (label, b) in zip(steps, steps[1:])]
 
 
 def pct(a, q: float) -> float:

@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
-from benchmarks._gw_latency import modbus_latency, serial_latency, summary
+from benchmarks._gw_latency import breakdown, modbus_latency, serial_latency, summary
 from benchmarks._gw_realtime import realtime
-from benchmarks._gw_setup import ROOT, env_long, floor_rss, healthy, make_bundle
+from benchmarks._gw_setup import ROOT, env_long, floor_rss, healthy, import_rss, make_bundle
 
 MB = 1024 * 1024
 
@@ -122,8 +123,20 @@ def main(argv: list[str] | None = None) -> None:
 
         print("\n1. sample-to-trip latency (real time, 3 x 25.6 kHz, windows 3 x 1024, hop 512)",
               flush=True)
+        psutil.cpu_percent(None)
+        load0 = psutil.getloadavg()[0]
         ser = serial_latency(work, b, data, rounds=5, trips=30, budget_s=100)
+        busy = psutil.cpu_percent(None)
         _latency_rows(tab, "serial", ser)
+        print(f"  machine during the serial rounds: {busy:.0f}% of both CPUs busy (ours: "
+              f"gateway + floor + device ~15%), load average {load0:.1f} -> "
+              f"{psutil.getloadavg()[0]:.1f}: other work on the machine shows up in p99")
+        tr = serial_latency(work, b, data, rounds=1, trips=20, budget_s=20, trace=True)
+        g50, _, gn = summary(tr.gw)
+        print(f"  where the time goes (gateway with stage timers, {gn} trips, p50 "
+              f"{g50:.3f} ms): stage p50 / p90 in µs")
+        for name, p50, p90 in breakdown(tr):
+            print(f"    {name:<40}{p50:8.0f}{p90:8.0f}")
         mb = modbus_latency(work, b, data, rounds=3, trips=20, budget_s=45)
         _latency_rows(tab, "modbus", mb)
 
@@ -136,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
               f"({3 * d / 1e6:.1f} M values/s); decode+queue+fast path: {p / 1e6:.2f} M/s; "
               f"recorder written {rec['written']}, dropped {rec['dropped']}, queue drops "
               f"{thr['queue_drops']}, commit p99 {rec['commit_ms_p99']:.1f} ms")
-        print("  µs per window: " + ", ".join(f"{k} {v:.1f}" for k, v in thr["stages_us"].items()))
+        print("  µs per window in a hot loop (compare the real-rate stages above): " +
+              ", ".join(f"{k} {v:.1f}" for k, v in thr["stages_us"].items()))
         print("  cProfile of the direct loop (tottime):")
         for line in thr["profile"]:
             print("    " + line[:150])
@@ -158,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         tab.add("peak RSS, latency gateway (trips)", ser.hwm / MB, ".1f", 80.0, unit=" MB")
         tab.add("peak RSS floor: numpy+onnxruntime+model", floor / MB, ".1f", unit=" MB")
         tab.add("gateway over the memory floor", (rt.hwm - floor) / MB, ".1f", unit=" MB")
+        print(f"  peak RSS {rt.hwm / MB:.1f} MB vs the floor {floor / MB:.1f} MB; RSS added by "
+              "the gateway's imports: " + ", ".join(f"{k} {v / MB:.1f} MB" for k, v in import_rss()))
         src = rt if long else ser
         g, w, span = _growth(src.rss)
         what = "simulator-fed gateway" if long else "latency gateway (trips + resets)"
