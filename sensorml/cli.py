@@ -80,6 +80,14 @@ def cmd_status(a: argparse.Namespace) -> int:
     if st.get("model_error"):
         print(f"model error {st['model_error']}")
     print(f"windows     {st['windows']}  queue {st['queue_depth']}")
+    dep = st.get("deployment") or {}
+    if dep.get("candidate") or dep.get("last_rollback"):
+        sh = dep.get("shadow") or {}
+        cand = dep.get("candidate")
+        print("deploy      " + "; ".join(x for x in (
+            cand and f"{cand['version']} in shadow ({sh.get('scored', 0)}/{sh.get('windows', '?')} windows)",
+            dep.get("last_rollback") and f"last rollback {dep['last_rollback']['version']}: "
+                                         f"{dep['last_rollback']['reason']}") if x))
     if st.get("last_trip_latency_ms") is not None:
         print(f"last trip   {st['last_trip_latency_ms']} ms sample-to-trip")
     for url, s in st["sources"].items():
