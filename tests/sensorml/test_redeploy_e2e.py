@@ -111,6 +111,8 @@ max_alarm_rate = 0.05
     assert dep["live"]["version"] == "2" and dep["candidate"] is None
     assert dep["last_rollback"]["version"] == "3" and "exceeds the bound 5.0%" in dep["last_rollback"]["reason"]
     assert redeploy_step(cfg)["action"] == "skipped"  # not retried on every sync run
+    human = run("sensorml.cli", "status", "--config", str(cfg)).stdout
+    assert "last rollback 3: alarm rate" in human, human
 
     # the old desired file put back in the store: refused, nothing changes
     (cloud / "desired" / "default.json").write_bytes(first[0])
