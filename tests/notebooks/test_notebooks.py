@@ -17,29 +17,47 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
 KERNEL = "python3"
 
 
+def _runs_this_python(argv: list[str]) -> bool:
+    """jupyter_client swaps a bare ``python``/``python3`` for ``sys.executable``."""
+    bare = {"python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+    return bool(argv) and (argv[0] in bare or os.path.abspath(argv[0]) == os.path.abspath(
+        sys.executable))
+
+
 @pytest.fixture(scope="module")
-def kernel_name() -> str:
-    """``python3`` must start this interpreter: if no kernelspec resolves, install
-    ipykernel's into this environment (``sys.prefix``), where jupyter_client looks."""
+def kernel_name():
+    """``python3`` must start this interpreter (the venv's). If the spec jupyter_client
+    finds runs another python (e.g. a user-level kernelspec), install ipykernel's spec into
+    ``sys.prefix`` and put that first on ``JUPYTER_PATH`` for these tests."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    try:
-        KernelSpecManager().get_kernel_spec(KERNEL)
-    except NoSuchKernel:
-        from ipykernel.kernelspec import install
+    with pytest.MonkeyPatch.context() as mp:
+        try:
+            ok = _runs_this_python(KernelSpecManager().get_kernel_spec(KERNEL).argv)
+        except NoSuchKernel:
+            ok = False
+        if not ok:
+            from ipykernel.kernelspec import install
 
-        install(prefix=sys.prefix, kernel_name=KERNEL)
-        KernelSpecManager().get_kernel_spec(KERNEL)
-    return KERNEL
+            install(prefix=sys.prefix, kernel_name=KERNEL)
+            share = os.path.join(sys.prefix, "share", "jupyter")
+            mp.setenv("JUPYTER_PATH", os.pathsep.join(
+                p for p in (share, os.environ.get("JUPYTER_PATH", "")) if p))
+            argv = KernelSpecManager().get_kernel_spec(KERNEL).argv
+            assert _runs_this_python(argv), f"kernel {KERNEL!r} still runs {argv[0]}"
+        yield KERNEL
 
 
 def run(name: str, out: Path, kernel: str) -> tuple[dict, str]:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    env = dict(os.environ, SENSORML_NB_OUT=str(out), MPLBACKEND="Agg")
+    # the repository on the kernel's path too, installed (editable) or not
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, SENSORML_NB_OUT=str(out), MPLBACKEND="Agg", PYTHONPATH=path)
     client = nbclient.NotebookClient(nb, kernel_name=kernel, timeout=120,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute(env=env)  # passed on to the kernel manager's start_kernel
