@@ -53,7 +53,8 @@ def fit_args(d: Path, priv: str, *extra: str, out: str = "bundle") -> list[str]:
 
 def test_fit_a_table_then_evaluate_update_publish_export(work, capsys):
     d, priv, pub = work
-    assert main(fit_args(d, priv, "--healthy-rows", "0:300", "--rolling", "8", "--lags", "1")) == 0
+    assert main(fit_args(d, priv, "--healthy-rows", "0:300", "--rolling", "8", "--lags", "1",
+                         "--model", "pca")) == 0
     assert "15 features" in capsys.readouterr().out  # 3 columns × (value, lag1, 3 stats)
     b = load_bundle(d / "bundle", trusted_keys=[pub])
     fs = b.manifest.feature_spec
@@ -156,3 +157,38 @@ def test_a_real_process_fits_from_a_semicolon_table(work, tmp_path):
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.splitlines()[-1].endswith("needs at least 50")
+
+
+def test_fit_and_evaluate_from_a_gateway_buffer_with_operator_labels(work, tmp_path, capsys):
+    from sensorml.buffer import Buffer
+
+    d, priv, pub = work
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 4)).astype("<f4")
+    X[200:, 1] += 6.0  # a fault from t = 1200 s
+    db = tmp_path / "buffer.db"
+    with Buffer(db, device="pump-7") as b:
+        b.write(scores=[(1000.0 + i, i, 0.0, 0, "1", X[i].tobytes()) for i in range(300)])
+        alarm = b.add_event("alarm", {"score": 3.0}, t=1203.0)
+        b.add_event("reset", {"by": "ana"}, t=1300.0)
+        b.add_label(alarm, "true_fault", "bearing", "ana")
+    (tmp_path / "spec.json").write_text(json.dumps({"names": ["x.rms", "x.peak", "y.rms", "y.peak"]}))
+    assert main(["--quiet", "fit", "--buffer", str(db), "--spec", str(tmp_path / "spec.json"),
+                 "--healthy-time", "1000..1200", "--model", "pca", "--out", str(tmp_path / "b"),
+                 "--key", priv,
+                 "--name", "pump", "--version", "2"]) == 0
+    m = load_bundle(tmp_path / "b", trusted_keys=[pub]).manifest
+    assert m.training["rows"] == 200 and list(m.feature_names) == ["x.rms", "x.peak", "y.rms", "y.peak"]
+    capsys.readouterr()
+    assert main(["--quiet", "evaluate", "--bundle", str(tmp_path / "b"), "--trusted", pub,
+                 "--buffer", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "faults: 1 operator label(s) in the buffer" in out
+    assert "300 of 300 rows scored, 97 in faults" in out and "events 1/1" in out
+    # the same faults as a labels file, in times and in rows
+    (tmp_path / "labels.csv").write_text("start,end,label\n1203,1300,bearing\n")
+    (tmp_path / "rows.csv").write_text("start_row,end_row\n203,300\n")
+    for f in ("labels.csv", "rows.csv"):
+        assert main(["--quiet", "evaluate", "--bundle", str(tmp_path / "b"), "--trusted", pub,
+                     "--buffer", str(db), "--labels", str(tmp_path / f)]) == 0
+        assert "300 of 300 rows scored, 97 in faults" in capsys.readouterr().out
