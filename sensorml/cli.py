@@ -165,6 +165,27 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(Path(a.workdir), fault=a.fault, learn_s=a.learn_s, quick=a.quick)
 
 
+def cmd_sync(a: argparse.Namespace) -> int:
+    from sensorml.sync import run_sync
+
+    setup_logging(a.log_format, a.log_level)
+    return run_sync(_config(a.config), every_s=a.every_s, once=a.once)
+
+
+def cmd_label(a: argparse.Namespace) -> int:
+    from sensorml.label import alarm_events, format_events, label_event
+
+    cfg = _config(a.config)
+    if a.list or a.event is None:
+        print(format_events(alarm_events(cfg.buffer.path, limit=a.limit)))
+        return 0
+    if a.verdict is None:
+        raise SensormlError("label: give --verdict true_fault or --verdict false_alarm")
+    lid = label_event(cfg.buffer.path, a.event, a.verdict, note=a.note, by=a.by)
+    print(f"label {lid}: event {a.event} is {a.verdict} (syncs with the next `sensorml sync`)")
+    return 0
+
+
 def _duration(text: str) -> float:
     from firmware_bridge.source import parse_duration
 
@@ -240,6 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--learn", dest="learn_s", type=_duration, default=40.0,
                    help="healthy recording time (default 40s)")
     d.add_argument("--quick", action="store_true", help="shorter phases (for tests)")
+    sy = add("sync", cmd_sync, "Upload the buffer to the cloud store (exactly once), send the "
+                               "heartbeat; once, or every --every.")
+    sy.add_argument("--config", required=True, help="gateway.toml ([sync] store, caps)")
+    sy.add_argument("--every", dest="every_s", type=_duration, default=None,
+                    help="loop with this period, e.g. 60s (default: sync.every)")
+    sy.add_argument("--once", action="store_true", help="one run; exit 1 if it failed")
+    sy.add_argument("--log-format", choices=("json", "text"), default="json",
+                    help="structured JSON lines (default) or plain text on stderr")
+    sy.add_argument("--log-level", default="info", help="debug, info, warning, error")
+
+    lb = add("label", cmd_label, "Mark an alarm or trip event as a true fault or a false alarm "
+                                 "(or --list recent ones with their ids).")
+    lb.add_argument("--config", required=True, help="gateway.toml (its buffer)")
+    lb.add_argument("--event", type=int, help="event id (see --list)")
+    lb.add_argument("--verdict", choices=("true_fault", "false_alarm"), help="the verdict")
+    lb.add_argument("--note", default="", help="what was found")
+    lb.add_argument("--by", default=None, help="who says so (default: the login name)")
+    lb.add_argument("--list", action="store_true", help="list recent alarm/trip events")
+    lb.add_argument("--limit", type=int, default=20, help="how many to list (default 20)")
     return p
 
 
