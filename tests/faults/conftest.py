@@ -217,6 +217,7 @@ class PtyDevice:
         self.seq = 0
         self.sent = 0  # valid data frames written
         self.junk = 0  # pieces of garbage / truncated frames written
+        self.torn = 0  # writes cut short because nobody read the pty
         self.noise = False
         self.last_write = 0.0
         self.commands: list[str] = []
@@ -233,6 +234,7 @@ class PtyDevice:
         m, s = pty.openpty()
         tty.setraw(s)
         tty.setraw(m)
+        os.set_blocking(m, False)
         self.master, self.slave = m, s
         tmp = self.link.with_name(self.link.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -296,6 +298,25 @@ class PtyDevice:
         f[int(self.rng.integers(0, len(f) - 1))] ^= 0x5A  # one corrupted byte
         return bytes(f)
 
+    def _write(self, data: bytes) -> bool:
+        """Write all of ``data`` to the (non-blocking) master; False if the reader is
+        gone for 0.5 s (the piece on the wire is then torn, counted in ``torn``)."""
+        import select
+
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.master, view)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return False
+            view = view[n:]
+            if view and not select.select([], [self.master], [], 0.5)[1]:
+                self.torn += 1
+                return False
+        return True
+
     def _loop(self) -> None:
         period = self.frame / self.rate
         next_t = time.monotonic()
@@ -312,12 +333,11 @@ class PtyDevice:
                 if not self._running.is_set() or self.master is None:
                     continue
                 data = encode_frame(self.seq, int(time.monotonic() * 1e6), x)
+                if self.noise and not self._write(self._garbage()):
+                    continue
                 if self.noise:
-                    data = self._garbage() + data
                     self.junk += 1
-                try:
-                    os.write(self.master, data)
-                except OSError:
+                if not self._write(data):
                     continue
                 self.last_write = time.time()
                 self.seq += 1
@@ -339,7 +359,7 @@ class PtyDevice:
             return
         for cmd in text.split():
             self.commands.append(cmd)
-            os.write(self.master, encode_message(f"ack {cmd}"))
+            self._write(encode_message(f"ack {cmd}"))
 
 
 @pytest.fixture
@@ -369,6 +389,19 @@ def wait_until(pred, timeout: float, what: str, step: float = 0.02):
         ev.wait(step)
 
 
+def status(state_dir: Path) -> dict:
+    """The running gateway's ``/status`` (control port on 127.0.0.1)."""
+    from sensorml.control import call
+
+    return call(state_dir, "/status")
+
+
+def reset(state_dir: Path, by: str = "fault suite") -> dict:
+    from sensorml.control import call
+
+    return call(state_dir, "/reset", {"by": by})
+
+
 class FX:
     """The helpers above, handed to tests as the ``fx`` fixture."""
 
@@ -381,6 +414,8 @@ class FX:
     rows = staticmethod(rows)
     wait_until = staticmethod(wait_until)
     summary = staticmethod(summary)
+    status = staticmethod(status)
+    reset = staticmethod(reset)
     EnvProc = EnvProc
     root = ROOT
 
