@@ -16,7 +16,7 @@ from firmware_bridge.errors import BridgeError
 from sensorml.errors import SensormlError
 
 COMMANDS = ("gateway", "check-config", "status", "reset", "rollback", "learn", "keygen",
-            "simulate", "train", "score", "demo")
+            "simulate", "train", "score", "demo", "sync", "label")
 
 
 class JsonFormatter(logging.Formatter):
