@@ -352,14 +352,24 @@ def onnx_scores(model_bytes: bytes, X: np.ndarray, *, batch: int = 65536) -> np.
 
 def parity(ref: np.ndarray, got: np.ndarray, thresholds: dict | None = None, *,
            atol: float = 1e-4, rtol: float = 1e-5) -> dict:
-    """Max abs/rel diff, rows off by more than ``atol + rtol*|ref|``, verdict flips per threshold."""
+    """Max abs/rel diff, rows off by more than ``atol + rtol*|ref|``, verdict flips per threshold.
+
+    A flip is a row that scikit-learn and onnxruntime put on different sides of a
+    threshold although its reference score is further than the tolerance from it; rows
+    within the tolerance of a threshold (e.g. a tree ensemble's repeated score values,
+    one of which a quantile threshold sits on) are counted as ``ties_at_threshold``.
+    """
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     diff = np.abs(ref - got)
     out = {"rows": int(len(diff)), "max_abs_diff": float(diff.max(initial=0.0)),
            "max_rel_diff": float((diff / np.maximum(np.abs(ref), 1e-12)).max(initial=0.0)),
-           "mismatches": int((~(diff <= atol + rtol * np.abs(ref))).sum()), "verdict_flips": 0}
+           "mismatches": int((~(diff <= atol + rtol * np.abs(ref))).sum()), "verdict_flips": 0,
+           "ties_at_threshold": 0}
     for t in (thresholds or {}).values():
-        out["verdict_flips"] += int(((ref > t) != (got > t)).sum())
+        flip = (ref > t) != (got > t)
+        tie = np.abs(ref - t) <= atol + rtol * abs(t)
+        out["verdict_flips"] += int((flip & ~tie).sum())
+        out["ties_at_threshold"] += int((flip & tie).sum())
     return out
 
 

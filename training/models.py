@@ -105,23 +105,28 @@ def _scaled(X: np.ndarray, random_state: int, max_rows: int | None) -> tuple[Sta
 
 # --- IsolationForest ---------------------------------------------------------------
 
-def whitening(Z: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, matrix) so that ``(Z - mean) @ matrix`` has unit variance along every
-    principal axis; axes with less than *floor* × the largest variance are scaled as if
-    they had that much (collinear features must not blow up float32 noise)."""
+def rotation(Z: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, matrix) for the trees' input ``(Z - mean) @ matrix``: ``pca`` = the principal
+    axes (a fault that breaks the features' usual relations stands out on the thin
+    axes); ``both`` = the standardised features and the principal axes side by side.
+    (Trees are blind to each axis' scale, so whitening would add nothing to a rotation.)"""
     pca = PCA(svd_solver="full").fit(Z)
-    lam = np.maximum(pca.explained_variance_, max(float(pca.explained_variance_.max()) * floor,
-                                                  1e-12))
-    return pca.mean_, pca.components_.T / np.sqrt(lam)[None, :]
+    axes = pca.components_.T
+    if mode == "pca":
+        return pca.mean_, axes
+    return pca.mean_, np.hstack([np.eye(Z.shape[1]), axes])
 
 
 def _fit_iforest(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, Any]:
     scaler, Z = _scaled(X, random_state, p["max_fit_rows"])
     est = IsolationForest(n_estimators=int(p["n_estimators"]), max_samples=p["max_samples"],
                           max_features=p["max_features"], random_state=random_state)
-    if not p["whiten"]:
+    mode = p["rotate"] or "none"
+    if mode not in ("none", "pca", "both"):
+        raise ConfigError(f"rotate: {mode!r} is not none, pca or both")
+    if mode == "none":
         return scaler, est.fit(Z.astype(np.float32))
-    pm, R = whitening(Z, float(p["whiten_floor"]))
+    pm, R = rotation(Z, mode)
     est.fit(((Z - pm) @ R).astype(np.float32))
     mean, scale = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
     est.rotation_ = (mean + scale * pm, R / scale[:, None])  # in raw feature units
@@ -133,8 +138,9 @@ register(Family(
     export=lambda est, scaler, p: iforest_to_onnx(est, scaler),
     reference=lambda est, scaler, X, p: reference_scores(est, scaler, X),
     defaults={"n_estimators": 100, "max_samples": "auto", "max_features": 1.0,
-              "whiten": True, "whiten_floor": 1e-3, "max_fit_rows": 100_000},
-    doc="IsolationForest on standardised (whiten: PCA-whitened) features; score = "
+              "rotate": "none", "max_fit_rows": 100_000},
+    doc="IsolationForest on standardised features (rotate: none | pca = on the principal "
+        "axes | both = features and principal axes side by side); score = "
         "-decision_function (fits on ≤ max_fit_rows rows: each tree sees max_samples anyway)"))
 
 
