@@ -17,7 +17,8 @@ False trips: 24 h at 25.6 kHz is 2.2 G samples per axis — too much for a bench
 take the simulator's own ``auto`` schedule for 24 h and simulate short segments around
 its set-point changes (where a healthy machine looks least like its steady state); the
 printed output says exactly what was simulated. ``SENSORML_BENCH_DAY=full`` simulates the
-whole 24 h instead, as 1 h segments on two processes (~6 min here).
+whole 24 h instead, as 24 continuous one-hour runs scored in two worker processes
+(~10 min here).
 
 Run: ``.venv/bin/python -m benchmarks detection``.
 """
@@ -124,12 +125,15 @@ def temperature_limit_delay(run: simdata.SimRun) -> float | None:
     return None
 
 
-def fault_runs(severity: float) -> dict[str, simdata.SimRun]:
-    runs = {}
-    for i, f in enumerate(FAULTS):
-        after = 360.0 if f == "overheating" else 20.0
-        runs[f] = simdata.fault_run(f, seed=100 + i, severity=severity, after_s=after)
-    return runs
+def _fault(args: tuple) -> tuple[float, str, simdata.SimRun]:
+    i, fault, severity = args
+    after = 360.0 if fault == "overheating" else 20.0
+    return severity, fault, simdata.fault_run(fault, seed=100 + i, severity=severity,
+                                              after_s=after)
+
+
+def _train(seed: int) -> simdata.SimRun:
+    return simdata.simulate(60.0, seed=seed, schedule=simdata.operating_schedule(seed, 60.0))
 
 
 # ------------------------------------------------------------------ the day
@@ -138,12 +142,13 @@ def _segment(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     return run.X, run.t
 
 
-def _hour(args: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One full hour of the 24 h ``auto`` schedule, continuous (``full`` mode)."""
+def _hour(args: tuple) -> dict[str, dict]:
+    """One full hour of the 24 h ``auto`` schedule, simulated continuously and scored by
+    every model in the worker (``full`` mode: an hour of features is 32 MB)."""
     from firmware_bridge.sim.process import PROFILES
     from firmware_bridge.sim.schedule import SetPoint, auto_schedule
 
-    h, seed = args
+    h, seed, models = args
     sched = auto_schedule(seed, PROFILES["pump"].rpm, 24 * 3600.0)
     rpm, load = PROFILES["pump"].rpm, 0.75
     for sp in sched:
@@ -154,19 +159,43 @@ def _hour(args: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
              if h * 3600 <= sp.at < (h + 1) * 3600]
     run = simdata.simulate(3600.0, seed=seed * 1000 + h, rpm=rpm, load=load, schedule=local,
                            chunk_s=10.0)
-    return [(run.X, run.t + h * 3600)]
+    return {name: day_counts([(run.X, run.t + h * 3600)], onnx_bytes, th)
+            for name, onnx_bytes, th in models}
 
 
-def simulate_day(full: bool, workers: int = 2) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
+def full_day(models: list[tuple[str, bytes, dict]], workers: int = 2) -> dict[str, dict]:
+    """False trips etc. over the whole 24 h, per model (summed over 24 one-hour runs)."""
+    total: dict[str, dict] = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+        for part in ex.map(_hour, [(h, 7, models) for h in range(24)]):
+            for name, c in part.items():
+                acc = total.setdefault(name, dict.fromkeys(c, 0))
+                for k, v in c.items():
+                    acc[k] = max(acc[k], v) if k == "max_score" else acc[k] + v
+    return total
+
+
+def simulate_all(full: bool, workers: int = 2):
+    """Training runs, fault runs and the healthy day, simulated on ``workers`` processes."""
     ctx = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-        if full:
-            segs = [s for part in ex.map(_hour, [(h, 7) for h in range(24)]) for s in part]
-            return ("the whole 24 h of the simulator's `auto` schedule (seed 7), simulated "
-                    "continuously as 24 one-hour runs at 25.6 kHz", segs)
-        plan, picks = simdata.day_plan(24.0, seed=7)
-        args = [(i, s, b, c, plan.seconds, None, 7) for i, (s, b, c) in enumerate(picks)]
-        return plan.describe(), list(ex.map(_segment, args, chunksize=8))
+        overheat = ex.submit(_fault, (FAULTS.index("overheating"), "overheating", SEVERITIES[0]))
+        train = simdata.stack(ex.map(_train, range(4)))
+        faults = [(i, f, sev) for sev in SEVERITIES for i, f in enumerate(FAULTS)
+                  if (f, sev) != ("overheating", SEVERITIES[0])]
+        runs: dict[float, dict[str, simdata.SimRun]] = {sev: {} for sev in SEVERITIES}
+        for sev, f, run in [overheat.result(), *ex.map(_fault, faults)]:
+            runs[sev][f] = run
+        runs = {sev: {f: r[f] for f in FAULTS} for sev, r in runs.items()}
+        if full:  # simulated and scored after the models are fitted: see full_day
+            segs, how = [], ("the whole 24 h of the simulator's `auto` schedule (seed 7), "
+                             "simulated continuously as 24 one-hour runs at 25.6 kHz (the "
+                             "decider restarts each hour)")
+        else:
+            plan, picks = simdata.day_plan(24.0, seed=7)
+            args = [(i, s, b, c, plan.seconds, None, 7) for i, (s, b, c) in enumerate(picks)]
+            segs, how = list(ex.map(_segment, args, chunksize=8)), plan.describe()
+    return train, runs, how, segs
 
 
 def day_counts(segs: list[tuple[np.ndarray, np.ndarray]], onnx_bytes: bytes, th: dict) -> dict:
@@ -195,25 +224,20 @@ def _fmt(v: float | None) -> str:
 def main() -> None:
     t_all = time.perf_counter()
     full = os.environ.get("SENSORML_BENCH_DAY", "") == "full"
-    spec = simdata.default_spec()
     t = time.perf_counter()
-    train = simdata.healthy_runs(4, 60.0, seed=0, spec=spec)
+    train, runs, how_day, segs = simulate_all(full)
     print(f"training data: 4 healthy runs x 60 s with speed/load changes every 4-12 s "
           f"(speed ±10 %, load 0.4-1.0): {len(train.X)} windows x {train.X.shape[1]} features "
-          f"(spec: 3 axes, 25.6 kHz, window 1024, hop 512, no envelope, no slow channels) "
-          f"[{time.perf_counter() - t:.1f} s]")
-    t = time.perf_counter()
-    runs = {sev: fault_runs(sev) for sev in SEVERITIES}
-    print(f"fault runs: healthy 10 s (two set-point changes), fault injected at t = 10 s as a "
-          f"step to the given severity, then 20 s (overheating: 360 s) "
-          f"[{time.perf_counter() - t:.1f} s]")
-    t = time.perf_counter()
-    how_day, segs = simulate_day(full)
+          f"(spec: 3 axes, 25.6 kHz, window 1024, hop 512, no envelope, no slow channels)")
+    print("fault runs: healthy 10 s (two set-point changes), fault injected at t = 10 s as a "
+          "step to the given severity, then 20 s (overheating: 360 s)")
     n_win = sum(len(s[0]) for s in segs)
-    print(f"healthy day: {how_day}; {n_win} windows [{time.perf_counter() - t:.1f} s]")
+    print(f"healthy day: {how_day}" + (f"; {n_win} windows" if segs else ""))
+    print(f"[all simulated on 2 processes in {time.perf_counter() - t:.1f} s]")
     fams, default = families()
     print(f"decider: k={K} of n={N}, hysteresis 0.1; delays are from the fault start to the "
           f"end of the window whose verdict first reaches TRIP / ALARM (hop = 20 ms)")
+    models: list[tuple[str, bytes, dict]] = []
     for fam in fams:
         t = time.perf_counter()
         try:
@@ -243,11 +267,22 @@ def main() -> None:
                     r = FaultResult(f, sev, d is not None, d, d, r.missed, r.pre_fault_trips, how)
                 print(f"{f:13s} {sev:4.2f} {'yes' if r.detected else 'NO':>8s} "
                       f"{_fmt(r.trip_delay):>7s} {_fmt(r.alarm_delay):>7s} {r.missed:6.3f}  {how}")
-        dc = day_counts(segs, onnx_bytes, th)
-        print(f"healthy day: false trips {dc['trips']}, alarms {dc['alarms']}, warns "
-              f"{dc['warns']} in {dc['windows']} windows; windows at/above trip "
-              f"{dc['above_trip']}; max score {dc['max_score']:.4g} (trip {th['trip']:.4g})")
+        models.append((fam, onnx_bytes, th))
+        if not full:
+            print(day_line(day_counts(segs, onnx_bytes, th), th))
+    if full:
+        t = time.perf_counter()
+        counts = full_day(models)
+        print(f"\nhealthy day, all 24 h [{time.perf_counter() - t:.0f} s]:")
+        for fam, _, th in models:
+            print(f"{fam:12s} " + day_line(counts[fam], th))
     print(f"\ntotal {time.perf_counter() - t_all:.1f} s")
+
+
+def day_line(dc: dict, th: dict) -> str:
+    return (f"healthy day: false trips {dc['trips']}, alarms {dc['alarms']}, warns "
+            f"{dc['warns']} in {dc['windows']} windows; windows at/above trip "
+            f"{dc['above_trip']}; max score {dc['max_score']:.4g} (trip {th['trip']:.4g})")
 
 
 if __name__ == "__main__":
