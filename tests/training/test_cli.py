@@ -192,3 +192,24 @@ def test_fit_and_evaluate_from_a_gateway_buffer_with_operator_labels(work, tmp_p
         assert main(["--quiet", "evaluate", "--bundle", str(tmp_path / "b"), "--trusted", pub,
                      "--buffer", str(db), "--labels", str(tmp_path / f)]) == 0
         assert "300 of 300 rows scored, 97 in faults" in capsys.readouterr().out
+
+
+def test_parquet_table_with_timestamps_fits_and_evaluates_by_time_span(work, tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    d, priv, pub = work
+    src = np.genfromtxt(d / "run.csv", delimiter=",", names=True)
+    ts = pa.array((src["t"] * 1e6).astype("int64"), pa.timestamp("us", "UTC"))
+    pq.write_table(pa.table({"when": ts, "a": src["a"], "b": src["b"], "c": src["c"]}),
+                   tmp_path / "run.parquet")
+    assert main(["--quiet", "fit", "--table", str(tmp_path / "run.parquet"), "--time-column",
+                 "when", "--healthy-rows", "0:300", "--rolling", "8", "--model", "pca",
+                 "--out", str(tmp_path / "b"), "--key", priv, "--name", "p", "--version", "1"]) == 0
+    capsys.readouterr()
+    # 1.7e9 + 300 s = 2023-11-14T22:18:20Z: the same fault as rows 300:
+    assert main(["--quiet", "evaluate", "--bundle", str(tmp_path / "b"), "--trusted", pub,
+                 "--table", str(tmp_path / "run.parquet"),
+                 "--fault-time", "2023-11-14T22:18:20Z.."]) == 0
+    out = capsys.readouterr().out
+    assert "493 of 500 rows scored, 200 in faults" in out and "events 1/1" in out
