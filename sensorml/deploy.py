@@ -362,3 +362,22 @@ def deployment_state(state_dir: str | os.PathLike) -> dict:
     st = BundleStore(Path(state_dir) / "bundles").state()
     return {k: st[k] for k in ("live", "candidate", "last_good", "last_promotion",
                                "last_rollback", "last_redeploy")}
+
+
+def sync_steps(cfg) -> list:
+    """The download side's steps for ``sensorml sync`` (see :mod:`sensorml.sync`): one
+    redeploy run per sync run; its outcome and the deployment state go into the
+    heartbeat under ``steps.deploy``. None when the gateway is not set up for it
+    (``model.bundle`` is not ``<state_dir>/bundles/current``)."""
+    if cfg is None or cfg.model.bundle is None or os.path.normpath(cfg.model.bundle) != \
+            os.path.normpath(Path(cfg.state_dir) / "bundles" / CURRENT):
+        return []
+
+    def deploy(job) -> dict:
+        from sensorml.redeploy import redeploy
+
+        res = redeploy(cfg, job.store)
+        return {**res.to_dict(), "state": deployment_state(cfg.state_dir)}
+
+    deploy.name = "deploy"  # type: ignore[attr-defined]
+    return [deploy]

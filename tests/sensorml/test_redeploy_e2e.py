@@ -1,5 +1,5 @@
 """End to end with real processes: a gateway on the simulated pump, a ``file://`` cloud
-store, and the redeploy step run as its own process (as the sync job runs it). A
+store, and ``sensorml sync --once`` runs (upload, heartbeat and the redeploy step). A
 published version reaches the gateway, runs in shadow and goes live; a too-alarming
 one is rolled back with the reason in ``/status``; a replayed desired file is refused;
 ``sensorml rollback`` goes back to the last good model while the gateway runs."""
@@ -24,7 +24,14 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60)
 
 
-def redeploy_step(cfg: Path) -> dict:
+def sync_run(cfg: Path) -> dict:
+    """One ``sensorml sync --once`` (upload, then the redeploy step); its deploy report."""
+    r = run("sensorml.cli", "sync", "--config", str(cfg), "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])["steps"]["deploy"]
+
+
+def redeploy_alone(cfg: Path) -> dict:
     r = run("sensorml.redeploy", "--config", str(cfg))
     assert r.returncode in (0, 1), r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -80,14 +87,14 @@ max_alarm_rate = 0.05
     procs.append(gw)
 
     # first install: no live model to compare with, so it goes live at once
-    assert redeploy_step(cfg)["action"] == "installed"
+    assert sync_run(cfg)["action"] == "installed"
     e2e.log_msgs(gw, lambda m: m.startswith("model pump 1 loaded"), 15, "load version 1")
 
     # version 2: staged by the sync job's step, shadowed, promoted
     t0 = time.monotonic()
     publish_version(bundle, tmp_path, cloud, keys[0], keys[1], "2")
     desire(cloud, "2", keys[0])
-    res = redeploy_step(cfg)
+    res = sync_run(cfg)
     assert (res["action"], res["version"]) == ("shadow", "2"), res
     e2e.log_msgs(gw, lambda m: m.startswith("model pump 2 in shadow beside 1"), 10, "shadow v2")
     ev = e2e.log_msgs(gw, lambda m: m.startswith("model pump 2 "), 20, "decide on v2")
@@ -104,20 +111,25 @@ max_alarm_rate = 0.05
     publish_version(bundle, tmp_path, cloud, keys[0], keys[1], "3",
                     thresholds={"warn": -1e9, "alarm": -1e9, "trip": 1e9})
     desire(cloud, "3", keys[0])
-    assert redeploy_step(cfg)["action"] == "shadow"
+    assert sync_run(cfg)["action"] == "shadow"
     ev = e2e.log_msgs(gw, lambda m: m.startswith("model pump 3 rolled back"), 20, "roll back v3")
     assert "alarm rate" in ev["msg"]
     dep = status(cfg)["deployment"]
     assert dep["live"]["version"] == "2" and dep["candidate"] is None
     assert dep["last_rollback"]["version"] == "3" and "exceeds the bound 5.0%" in dep["last_rollback"]["reason"]
-    assert redeploy_step(cfg)["action"] == "skipped"  # not retried on every sync run
+    res = sync_run(cfg)
+    assert res["action"] == "skipped"  # not retried on every sync run
+    # ... and the heartbeat in the store says what runs and what was rolled back, and why
+    beat = json.loads((cloud / "status" / "test-pump.json").read_text())["steps"]["deploy"]
+    assert beat["state"]["live"]["version"] == "2"
+    assert "alarm rate" in beat["state"]["last_rollback"]["reason"]
     human = run("sensorml.cli", "status", "--config", str(cfg)).stdout
     assert "last rollback 3: alarm rate" in human, human
 
     # the old desired file put back in the store: refused, nothing changes
     (cloud / "desired" / "default.json").write_bytes(first[0])
     (cloud / "desired" / "default.json.sig").write_bytes(first[1])
-    res = redeploy_step(cfg)
+    res = redeploy_alone(cfg)  # the step also runs on its own, outside the sync job
     assert res["action"] == "refused" and "replayed" in res["message"]
 
     # an operator's manual rollback: the gateway swaps the last good model in
