@@ -76,11 +76,14 @@ def images(nb) -> int:
 def test_explore_shows_signals_spectra_and_the_bearing_line(tmp_path, kernel_name):
     nb, text = run("01_explore.ipynb", tmp_path, kernel_name)
     assert images(nb) >= 4
-    for fig in ("signals", "spectra", "slow", "feature_shift"):
+    for fig in ("signals", "spectra", "slow", "recording", "feature_shift"):
         assert (tmp_path / f"{fig}.png").stat().st_size > 1000
     line = next(s for s in text.splitlines() if s.startswith("BPFO at nominal speed"))
     bpfo, strongest = (float(w) for w in line.replace(";", " ").split() if w[0].isdigit())
     assert any(abs(strongest - k * bpfo) < 5.0 for k in (1, 2, 3)), line
+    rec = next(s for s in text.splitlines() if s.startswith("recording: envelope line"))
+    line_hz, bpfo_hz = (float(w) for w in rec.replace("(", " ").split() if w[0].isdigit())
+    assert abs(line_hz - bpfo_hz) < 8.0, rec  # the recording shows the outer-race defect rate
     assert "explore: done" in text
 
 
