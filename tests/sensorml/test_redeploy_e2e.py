@@ -126,6 +126,18 @@ max_alarm_rate = 0.05
     human = run("sensorml.cli", "status", "--config", str(cfg)).stdout
     assert "last rollback 3: alarm rate" in human, human
 
+    # version 4 is signed and hashed but its model cannot be loaded: rolled back by the gateway
+    bad = write_bundle(tmp_path / "v4", {**json.loads((bundle / "manifest.json").read_text()),
+                                         "version": "4"}, b"not an onnx graph", keys[0])
+    from training.publish import publish
+
+    publish(bad, cloud, trusted_keys=[keys[1]])
+    desire(cloud, "4", keys[0])
+    assert sync_run(cfg)["action"] == "shadow"
+    ev = e2e.log_msgs(gw, lambda m: m.startswith("model pump 4 rolled back"), 20, "roll back v4")
+    assert "cannot load" in ev["msg"] and "onnxruntime" in ev["msg"]
+    assert status(cfg)["model"]["version"] == "2"
+
     # the old desired file put back in the store: refused, nothing changes
     (cloud / "desired" / "default.json").write_bytes(first[0])
     (cloud / "desired" / "default.json.sig").write_bytes(first[1])
