@@ -34,7 +34,7 @@ def plot_scores(path: str | os.PathLike, t: np.ndarray, score: np.ndarray, thres
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    t = np.asarray(t, np.float64)
+    t, score = _envelope(np.asarray(t, np.float64), np.asarray(score, np.float64))
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=100)
     try:
         for i, (lo, hi) in enumerate(faults):
@@ -58,6 +58,27 @@ def plot_scores(path: str | os.PathLike, t: np.ndarray, score: np.ndarray, thres
     finally:
         plt.close(fig)
     return p
+
+
+def _envelope(t: np.ndarray, s: np.ndarray, max_points: int = 8000) -> tuple[np.ndarray, np.ndarray]:
+    """At most *max_points*: per bucket of rows its lowest and highest score, in time order
+    (a 1000-pixel plot shows the same, and every peak over a threshold stays visible).
+
+    >>> t, s = _envelope(np.arange(10.0), np.arange(10.0) % 3, max_points=4)
+    >>> t.tolist(), s.tolist()
+    ([0.0, 2.0, 5.0, 6.0], [0.0, 2.0, 2.0, 0.0])
+    """
+    n = len(s)
+    if n <= max_points:
+        return t, s
+    k = -(-n // (max_points // 2))
+    m = n // k * k
+    sb = np.where(np.isnan(s[:m]), -np.inf, s[:m]).reshape(-1, k)
+    lo_i = np.argmin(np.where(np.isinf(sb), np.inf, sb), axis=1)
+    hi_i = np.argmax(sb, axis=1)
+    base = np.arange(len(sb)) * k
+    idx = np.unique(np.concatenate([base + lo_i, base + hi_i, np.arange(m, n)]))
+    return t[idx], s[idx]
 
 
 def _cell(v) -> str:
