@@ -19,6 +19,7 @@ of the long steps goes to stderr (``--quiet`` silences it).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -95,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="bundle directory (or .tar.gz) to write")
     f.add_argument("--key", help="Ed25519 private key PEM to sign with")
     f.add_argument("--unsigned", action="store_true", help="write without a signature (tests only)")
-    f.add_argument("--name", required=True)
-    f.add_argument("--version", required=True)
+    f.add_argument("--name", help="model name (default: the input file's stem)")
+    f.add_argument("--version", help="model version (default: the UTC time, YYYYMMDDhhmmss)")
     f.add_argument("--holdout", type=float, default=0.25, help="share of rows held out (default 0.25)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--n-estimators", type=int, help="iforest: trees")
@@ -240,6 +241,11 @@ def cmd_fit(a: argparse.Namespace) -> int:
         raise SensormlError("--key: required to sign the bundle (or pass --unsigned for tests)")
     if not 0.05 <= a.holdout <= 0.5:
         raise SensormlError(f"--holdout: {a.holdout} is not in 0.05..0.5")
+    if a.name is None:
+        src = a.table or a.features or a.buffer or a.feature_table
+        a.name = re.sub(r"[^A-Za-z0-9._+-]", "-", Path(src).name.split(".")[0]) or "model"
+    if a.version is None:
+        a.version = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     table = _fit_input(a)
     anomalies = None
     if a.anomalies:

@@ -213,3 +213,14 @@ def test_parquet_table_with_timestamps_fits_and_evaluates_by_time_span(work, tmp
                  "--fault-time", "2023-11-14T22:18:20Z.."]) == 0
     out = capsys.readouterr().out
     assert "493 of 500 rows scored, 200 in faults" in out and "events 1/1" in out
+
+
+def test_name_and_version_default_to_the_file_and_the_time(work, tmp_path):
+    d, priv, pub = work
+    args = fit_args(d, priv, "--healthy-rows", "0:300", out=str(tmp_path / "b"))
+    for opt in ("--name", "--version"):
+        i = args.index(opt)
+        del args[i:i + 2]
+    assert main(args) == 0
+    m = load_bundle(tmp_path / "b", trusted_keys=[pub]).manifest
+    assert m.name == "run" and len(m.version) == 14 and m.version.isdigit()
