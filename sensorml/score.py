@@ -1,7 +1,7 @@
 """``sensorml score``: score a table or a gateway buffer offline, as the gateway would.
 
-    sensorml score --bundle bundle/ --table run.csv --out scores.csv
-    sensorml score --bundle bundle/ --buffer buffer.db --out scores.csv
+    sensorml score --bundle bundle/ --table run.csv --out scores.csv --trusted keys/signing.pub
+    sensorml score --bundle bundle/ --buffer buffer.db --out scores.csv --trusted keys/signing.pub
 
 The same scoring as the gateway: the bundle is loaded with every check
 (:func:`sensorml.bundle.load_bundle`), each row is scored by
@@ -15,7 +15,8 @@ Output: one CSV row per input row, ``time,score,verdict``; rows without enough h
 for the temporal context have an empty score and verdict ``warmup``, rows whose history
 holds a missing value (NaN policy ``reject``) verdict ``missing``. For a buffer the
 stored feature vectors are re-scored and the recorded score/verdict/model are kept
-beside the new ones.
+beside the new ones. Rows are scored in one onnxruntime batch (the gateway scores one
+row per call: the same model and features, equal to float32 rounding).
 """
 
 from __future__ import annotations
