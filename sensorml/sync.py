@@ -51,7 +51,7 @@ from sensorml.buffer import SYNC_ORDER, Buffer
 from sensorml.errors import SensormlError, StoreError
 from sensorml.store import Store, open_store
 
-__all__ = ["SyncJob", "Step", "default_steps", "run_sync"]
+__all__ = ["SyncFailed", "SyncJob", "Step", "default_steps", "run_sync"]
 
 log = logging.getLogger("sensorml.sync")
 Step = Callable[["SyncJob"], "dict | None"]
@@ -104,8 +104,8 @@ class SyncJob:
     def run_once(self) -> dict:
         """Upload what is unsynced, run the steps, send the heartbeat; returns a report.
 
-        Raises :class:`~sensorml.errors.SensormlError` (e.g. ``CloudError``) when the
-        upload failed; rows not confirmed stay unsynced for the next run.
+        Raises :class:`SyncFailed` (with the run's ``report``) when the upload or the
+        heartbeat failed; rows not confirmed stay unsynced for the next run.
         """
         if not self.buffer_path.exists():
             raise StoreError(f"{self.buffer_path}: no buffer here (has the gateway run?)")
@@ -131,7 +131,7 @@ class SyncJob:
                     self.last_error = report["error"] = str(e)
         report["seconds"] = round(self.clock() - t0, 3)
         if report["error"]:
-            raise _RunFailed(report)
+            raise SyncFailed(report)
         return report
 
     def _upload(self, buf: Buffer, report: dict, t0: float) -> None:
@@ -259,7 +259,9 @@ class SyncJob:
             self.stop.wait(delay)
 
 
-class _RunFailed(StoreError):
+class SyncFailed(StoreError):
+    """A run did not finish its upload; ``report`` says what it did before the error."""
+
     def __init__(self, report: dict) -> None:
         super().__init__(report["error"])
         self.report = report
@@ -318,7 +320,7 @@ def run_sync(cfg: Any, *, every_s: float | None = None, once: bool = False,
     if once:
         try:
             rep = job.run_once()
-        except _RunFailed as e:
+        except SyncFailed as e:
             print(json.dumps(e.report, default=str))
             raise
         print(json.dumps(rep, default=str))
