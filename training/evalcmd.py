@@ -72,6 +72,9 @@ def _load(a, trust: dict):
         return b, table.t, r, table.time_kind, table.source, None
     src = data.BufferSource(a.buffer, b.manifest.feature_spec)
     frame = src.features()
+    if not len(frame):
+        raise ConfigError(f"{a.buffer}: no score rows with {b.manifest.n_features} features to "
+                          "evaluate (does the gateway keep features? is this the model's buffer?)")
     th = {k: float(b.manifest.thresholds[k]) for k in ("warn", "alarm", "trip")}
     r = score_rows(Scorer(b), frame.X, frame.valid, Thresholds(**th), **kw)
     return b, frame.t, r, "timestamp", os.path.basename(a.buffer), src
