@@ -1,0 +1,167 @@
+"""The sync job against a real S3 protocol server on 127.0.0.1 (moto's server mode), and
+through a TCP relay that drops connections in the middle of requests and responses."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sensorml.batch import decode_batch
+from sensorml.buffer import Buffer
+from sensorml.store import CloudError, NotFound, open_store
+from sensorml.sync import SyncFailed, SyncJob
+
+pytest.importorskip("minio")
+moto_server = pytest.importorskip("moto.server")
+
+T0 = 1.764e9
+KEYS = {"SENSORML_S3_ACCESS_KEY": "testing", "SENSORML_S3_SECRET_KEY": "testing"}
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    yield f"http://{host}:{port}"
+    srv.stop()
+
+
+def s3store(endpoint: str, bucket: str, monkeypatch):
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SENSORML_S3_ENDPOINT", endpoint)
+    s = open_store(f"s3://{bucket}/fleet-a", region="us-east-1")
+    s.make_bucket()
+    return s
+
+
+def fill(path, n: int, start: float = T0) -> None:
+    rng = np.random.default_rng(int(start))
+    with Buffer(path, device="gw1") as b:
+        b.write(events=[b.event_row("alarm", {"i": 1}, start)],
+                scores=[(start + i * 0.02, i, 0.5, 0, "1",
+                         rng.normal(size=45).astype("<f4").tobytes()) for i in range(n)],
+                enforce=False)
+
+
+def lake(store) -> Counter:
+    c: Counter = Counter()
+    for name in store.list("ingest/"):
+        h, cols = decode_batch(store.get(name), name)
+        c.update((h["table"], int(i)) for i in cols["id"])
+    return c
+
+
+def test_s3_store_interface(endpoint, monkeypatch):
+    s = s3store(endpoint, "iface", monkeypatch)
+    s.put("status/gw1.json", b"{}")
+    s.put("ingest/gw1/2026/11/26/a.smlb.gz", b"x" * 100_000)
+    assert s.exists("status/gw1.json") and not s.exists("status/gw2.json")
+    assert s.list() == ["ingest/gw1/2026/11/26/a.smlb.gz", "status/gw1.json"]
+    assert s.list("status/") == ["status/gw1.json"]
+    assert s.get("ingest/gw1/2026/11/26/a.smlb.gz") == b"x" * 100_000
+    s.delete("status/gw1.json")
+    with pytest.raises(NotFound):
+        s.get("status/gw1.json")
+
+
+def test_wrong_keys_and_missing_bucket_say_so(endpoint, monkeypatch):
+    monkeypatch.setenv("SENSORML_S3_ENDPOINT", endpoint)
+    monkeypatch.setenv("SENSORML_S3_ACCESS_KEY", "testing")
+    monkeypatch.setenv("SENSORML_S3_SECRET_KEY", "not-the-secret-we-print")
+    s = open_store("s3://no-such-bucket/x")
+    with pytest.raises(CloudError, match="NoSuchBucket; create bucket 'no-such-bucket'") as e:
+        s.put("a", b"1")
+    assert "not-the-secret-we-print" not in str(e.value)
+
+
+def test_sync_to_s3_exactly_once(tmp_path, endpoint, monkeypatch):
+    store = s3store(endpoint, "lake", monkeypatch)
+    db = tmp_path / "buffer.db"
+    fill(db, 2500)
+    job = SyncJob(db, store, "gw1", batch_rows=1000)
+    assert job.run_once()["uploaded"] == {"events": 1, "scores": 2500}
+    fill(db, 10, T0 + 100)
+    job.run_once()
+    c = lake(store)
+    assert len(c) == 2512 and set(c.values()) == {1}
+    assert json.loads(store.get("status/gw1.json"))["backlog"]["scores"] == 0
+
+
+class Relay:
+    """127.0.0.1 TCP relay to the S3 server that cuts a share of connections after a
+    random number of bytes, in either direction (a link dropping mid-body)."""
+
+    def __init__(self, upstream: str, seed: int, p: float = 0.9) -> None:
+        host, port = upstream.rsplit("//", 1)[1].split(":")
+        self.up = (host, int(port))
+        self.rng, self.p, self.cuts = random.Random(seed), p, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(self.up)
+            cut = self.rng.randint(200, 300_000) if self.rng.random() < self.p else None
+            down = self.rng.random() < 0.5
+            threading.Thread(target=self._pump, args=(c, u, None if down else cut), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, cut if down else None), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket, cut: int | None) -> None:
+        n = 0
+        try:
+            while data := a.recv(65536):
+                if cut is not None and n + len(data) >= cut:
+                    b.sendall(data[:cut - n])
+                    self.cuts += 1
+                    break
+                b.sendall(data)
+                n += len(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_connections_dropped_mid_request_then_reruns_give_each_row_once(tmp_path, endpoint,
+                                                                         monkeypatch):
+    direct = s3store(endpoint, "dropped", monkeypatch)
+    relay = Relay(endpoint, seed=3)
+    monkeypatch.setenv("SENSORML_S3_ENDPOINT", relay.url)
+    flaky = open_store("s3://dropped/fleet-a", region="us-east-1")
+    db = tmp_path / "buffer.db"
+    fill(db, 6000)
+    job = SyncJob(db, flaky, "gw1", batch_rows=300)
+    failed = 0
+    for _ in range(120):
+        try:
+            job.run_once()
+        except SyncFailed:
+            failed += 1
+            continue
+        with Buffer(db, readonly=True) as b:
+            if not b.counts()["scores"]["unsynced"]:
+                break
+    relay.close()
+    assert failed > 0 and relay.cuts > 0
+    c = lake(direct)
+    assert len(c) == 6001 and set(c.values()) == {1}
