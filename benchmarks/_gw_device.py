@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks._gw_setup import FRAME, MARKER, MARKER_BYTES, RATE, faulty_frame
+from benchmarks._gw_setup import FRAME, MARKER, MARKER_BYTES, RATE, faulty_frame, raise_priority
 from firmware_bridge.codec.frames import encode_frame, encode_message
 
 PERIOD = FRAME / RATE  # 10 ms
@@ -155,6 +155,7 @@ class Device:
             del p.pending[:n]
 
     def _run(self) -> None:
+        raise_priority()  # the same nice as the gateway and the floor processes
         fds = {p.master: p for p in self.ptys.values()}
         nxt: dict[str, bytes] = {}
         while not self._stop.is_set():
@@ -239,9 +240,11 @@ def _floor(fd: int, on_marker) -> None:
             if j < 0:
                 continue
             skip, data, tail = False, data[j + 1:], b""
+        t_read = time.perf_counter()
         buf = tail + data
         if SEARCH in buf:
             on_marker()
+            print(f"M {t_read:.9f}", flush=True)  # after the answer: off the timed path
             skip = b"\x00" not in buf[buf.find(SEARCH):]
             tail = b""
         else:

@@ -36,6 +36,8 @@ class LatencyResult:
     notes: list[str] = field(default_factory=list)
     pairs: list[tuple[float, float]] = field(default_factory=list)  # gateway (t0, t1)
     trace: list[dict] = field(default_factory=list)  # _gw_trace lines
+    floor_pairs: list[tuple[float, float]] = field(default_factory=list)
+    floor_reads: list[float] = field(default_factory=list)  # the floor's read of the marker
 
 
 def _wait_frames(dev: Device, name: str, k: int, timeout: float = 2.0) -> None:
@@ -58,8 +60,7 @@ def _serial_round(dev: Device, name: str, trips: int, res: LatencyResult,
         try:
             t0, t1 = dev.results.get(timeout=LEAD[1] * 0.01 + 1.0)
             out.append(t1 - t0)
-            if reset:
-                res.pairs.append((t0, t1))
+            (res.pairs if reset else res.floor_pairs).append((t0, t1))
         except Exception:  # queue.Empty: the trip never came
             dev.disarm()
             res.missed += 1
@@ -87,7 +88,7 @@ def serial_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
         state = work / "state-serial"
         dev.activate("gw")
         fl = Child([PY, "-m", "benchmarks._gw_device", "serial-floor", dev.ptys["floor"].path],
-                   "floor-serial", work, stdin=True)
+                   "floor-serial", work, stdin=True, priority=True)
         children.append(fl)
         fl.wait_for("ready", 30)
         dev.activate("floor")
@@ -112,6 +113,8 @@ def serial_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
         res.hwm = vm(gw.pid)["VmHWM"]
         if trace:
             res.trace = [json.loads(ln) for ln in gw.text().splitlines() if ln.startswith("{")]
+            res.floor_reads = [float(ln.split()[1]) for ln in fl.text().splitlines()
+                               if ln.startswith("M ")]
         st = control(state, "/status")
         src = next(iter(st["sources"].values()))
         res.notes.append(
@@ -150,7 +153,12 @@ def _modbus_round(dev: Device, name: str, trips: int, res: LatencyResult, server
         if time.monotonic() > deadline:
             break
         k = dev.arm(name, *LEAD, aligned=reset is not None, want_stop=False)
-        t0, _ = dev.results.get(timeout=LEAD[1] * 0.01 + 1.0)
+        try:
+            t0, _ = dev.results.get(timeout=LEAD[1] * 0.01 + 1.0)
+        except Exception:  # queue.Empty: the device did not write it (pty gone)
+            dev.disarm()
+            res.missed += 1
+            continue
         t1 = _server_writes(server, addr, t0)
         if t1 is None:
             res.missed += 1
@@ -170,7 +178,7 @@ def modbus_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
     children: list[Child] = []
     try:
         server = Child([PY, "-m", "benchmarks._gw_device", "modbus-server"], "modbus-server",
-                       work, stdin=True)
+                       work, stdin=True, priority=True)
         children.append(server)
         port = int(server.wait_for("port ", 30).split()[1])
         dev.start()
@@ -183,7 +191,7 @@ def modbus_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
         state = work / "state-modbus"
         dev.activate("gw")
         fl = Child([PY, "-m", "benchmarks._gw_device", "modbus-floor", dev.ptys["floor"].path,
-                    str(port)], "floor-modbus", work, stdin=True)
+                    str(port)], "floor-modbus", work, stdin=True, priority=True)
         children.append(fl)
         fl.wait_for("ready", 30)
         dev.activate("floor")
@@ -238,6 +246,15 @@ def breakdown(res: LatencyResult) -> list[tuple[str, float, float]]:
             tb = t1 if b is None else stamps[b]
             if ta and tb:
                 rows[i].append((tb - ta) * 1e6)
+    names = [name for name, _, _ in STAGES]
+    one_way, back = [], []
+    for t0, t1 in res.floor_pairs:
+        t = next((r for r in res.floor_reads if t0 < r < t1), None)
+        if t is not None:
+            one_way.append((t - t0) * 1e6)
+            back.append((t1 - t) * 1e6)
+    rows += [one_way, back]
+    names += ["floor: device write -> floor read returns", "floor: read -> device reads STOP"]
     return [(name, float(np.percentile(r, 50)) if r else float("nan"),
-             float(np.percentile(r, 90)) if r else float("nan"))
-            for (name, _, _), r in zip(STAGES, rows)]
+            float(np.percentile(r, 90)) if r else float("nan"))
+            for name, r in zip(names, rows)]

@@ -48,7 +48,7 @@ def realtime(work: Path, bundle: Bundle, warmup_s: float, measure_s: float,
         cfg = gateway_toml(work, "realtime", path, bundle,
                            f'kind = "serial-command"\nurl = "serial://{path}"',
                            decision="k = 3\nn = 5")
-        gw = start_gateway(cfg, "gw-realtime", work)
+        gw = start_gateway(cfg, "gw-realtime", work, priority=False)
         children.append(gw)
         state = work / "state-realtime"
         proc, sproc = psutil.Process(gw.pid), psutil.Process(sim.pid)
