@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--notes", default="", help="extra text for RELEASE.md")
     _add_trust_args(pb)
 
+    cp = sub.add_parser("compact", help="compact the synced ingest tree of a store into "
+                                        "Hive-partitioned Parquet (<out>/<table>/device=/date=/)")
+    cp.add_argument("--store", required=True, help="file:///path, s3://bucket/prefix or a directory")
+    cp.add_argument("--out", required=True, help="output folder")
+    cp.add_argument("--device", action="append", default=None, help="only this device (repeatable)")
+
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair")
     k.add_argument("--dir", required=True)
 
@@ -331,7 +337,16 @@ def cmd_sign(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export,
-            "publish": cmd_publish, "keygen": cmd_keygen, "verify": cmd_verify, "sign": cmd_sign}
+            "publish": cmd_publish, "keygen": cmd_keygen, "verify": cmd_verify, "sign": cmd_sign,
+            "compact": cmd_compact}
+
+
+def cmd_compact(a: argparse.Namespace) -> int:
+    from training.ingest import compact
+
+    counts = compact(a.store, a.out, devices=tuple(a.device) if a.device else None)
+    print(f"compacted into {a.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
