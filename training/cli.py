@@ -336,17 +336,17 @@ def cmd_sign(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export,
-            "publish": cmd_publish, "keygen": cmd_keygen, "verify": cmd_verify, "sign": cmd_sign,
-            "compact": cmd_compact}
-
-
 def cmd_compact(a: argparse.Namespace) -> int:
     from training.ingest import compact
 
     counts = compact(a.store, a.out, devices=tuple(a.device) if a.device else None)
     print(f"compacted into {a.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     return 0
+
+
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "export": cmd_export,
+            "publish": cmd_publish, "keygen": cmd_keygen, "verify": cmd_verify, "sign": cmd_sign,
+            "compact": cmd_compact}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from sensorml.batch import decode_batch, raw_window
-from sensorml.store import Store, open_store
+from sensorml.store import FileStore, Store, open_store
 
 __all__ = ["compact", "labelled_events", "read_ingest", "to_pandas"]
 
@@ -37,7 +37,11 @@ def _store(store: Store | str | Path) -> Store:
     if isinstance(store, Store):
         return store
     s = str(store)
-    return open_store(s if "://" in s else Path(s).resolve().as_uri())
+    if s.startswith("file://") or "://" not in s:  # reading: never create the folder
+        from urllib.parse import unquote, urlsplit
+
+        return FileStore(unquote(urlsplit(s).path) if "://" in s else s, create=False)
+    return open_store(s)
 
 
 def read_ingest(store: Store | str | Path, *, devices: tuple[str, ...] | None = None,
