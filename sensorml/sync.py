@@ -51,7 +51,7 @@ from sensorml.buffer import SYNC_ORDER, Buffer
 from sensorml.errors import SensormlError, StoreError
 from sensorml.store import Store, open_store
 
-__all__ = ["SyncFailed", "SyncJob", "Step", "default_steps", "run_sync"]
+__all__ = ["SyncFailed", "SyncJob", "Step", "default_steps", "lower_priority", "run_sync"]
 
 log = logging.getLogger("sensorml.sync")
 Step = Callable[["SyncJob"], "dict | None"]
@@ -313,9 +313,19 @@ def default_steps(cfg: Any) -> list[Step]:
     return list(fn(cfg)) if fn else []
 
 
+def lower_priority(nice: int = 10) -> None:
+    """Make this process yield the CPU to the gateway (best effort, ``nice`` +10)."""
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
+
+
 def run_sync(cfg: Any, *, every_s: float | None = None, once: bool = False,
              stop: threading.Event | None = None) -> int:
-    """The ``sensorml sync`` command: one run (exit 1 if it failed) or a loop."""
+    """The ``sensorml sync`` command: one run (exit 1 if it failed) or a loop, at a
+    lower CPU priority than the gateway."""
+    lower_priority()
     job = SyncJob.from_config(cfg, stop=stop)
     if once:
         try:
