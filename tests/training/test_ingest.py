@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -40,7 +42,10 @@ def test_labels_round_trip_from_the_cli_to_training(tmp_path):
                    f'[buffer]\npath = "{tmp_path / "gw1.db"}"\n[sync]\nstore = "{store.url}"\n')
     assert sensorml_main(["label", "--config", str(cfg), "--event", "2", "--verdict",
                           "true_fault", "--note", "outer race spalling", "--by", "ana"]) == 0
-    assert sensorml_main(["sync", "--config", str(cfg), "--once"]) == 0
+    r = subprocess.run([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
+                        "--once"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["uploaded"] == {"labels": 1}
     data = read_ingest(store)
     assert len(data["scores"]["id"]) == 600 and data["scores"]["device"][:1] == ["gw1"]
     np.testing.assert_array_equal(data["scores"]["features"][:300], feats)
