@@ -180,8 +180,11 @@ def fingerprint(X: np.ndarray, names: tuple[str, ...] | list[str], *,
     X = np.asarray(X)
     step = max(1, -(-len(X) // quantile_rows))
     q01, q99 = np.quantile(X[::step].astype(np.float64), [0.01, 0.99], axis=0)
-    stats = {"mean": X.mean(0, dtype=np.float64), "std": X.std(0, dtype=np.float64),
-             "min": X.min(0), "max": X.max(0), "p01": q01, "p99": q99}
+    chunks = range(0, len(X), 100_000)  # float64 temporaries of 100k rows, not of X
+    mean = sum(X[i:i + 100_000].sum(0, dtype=np.float64) for i in chunks) / len(X)
+    var = sum(((X[i:i + 100_000] - mean) ** 2).sum(0) for i in chunks) / len(X)
+    stats = {"mean": mean, "std": np.sqrt(var), "min": X.min(0), "max": X.max(0),
+             "p01": q01, "p99": q99}
     return {n: {k: float(v[i]) for k, v in stats.items()} for i, n in enumerate(names)}
 
 

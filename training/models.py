@@ -197,7 +197,7 @@ register(Family(
     export=lambda est, scaler, p: gmm_to_onnx(est, scaler),
     reference=lambda est, scaler, X, p: reference_scores(est, scaler, X),
     defaults={"n_components": 4, "covariance_type": "full", "reg_covar": 1e-3,
-              "max_iter": 100, "max_fit_rows": 50_000},
+              "max_iter": 100, "max_fit_rows": 20_000},
     doc="GaussianMixture on standardised features; score = negative log-likelihood",
     atol=2e-4, rtol=2e-5))
 
@@ -217,7 +217,7 @@ def _fit_ae(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, 
         raise ConfigError(f"activation: {p['activation']!r} is not one of {', '.join(ACTIVATIONS)}")
     layers = tuple(p["hidden_layer_sizes"] or ae_layers(Z.shape[1], p["hidden"], p["bottleneck"]))
     est = MLPRegressor(hidden_layer_sizes=layers, activation=p["activation"], solver="adam",
-                       alpha=float(p["alpha"]), batch_size=min(256, len(Z)),
+                       alpha=float(p["alpha"]), batch_size=min(512, len(Z)),
                        learning_rate_init=float(p["learning_rate_init"]),
                        max_iter=int(p["max_iter"]), tol=1e-5, n_iter_no_change=8,
                        random_state=random_state)
@@ -232,6 +232,6 @@ register(Family(
     reference=lambda est, scaler, X, p: reference_scores(est, scaler, X),
     defaults={"hidden_layer_sizes": None, "hidden": None, "bottleneck": None,
               "activation": "tanh", "alpha": 1e-4, "learning_rate_init": 3e-3,
-              "max_iter": 60, "max_fit_rows": 20_000},
+              "max_iter": 60, "max_fit_rows": 10_000},
     doc="MLP autoencoder (h, b, h) fitted X→X on standardised features; score = mean "
         "squared reconstruction error"))
