@@ -253,3 +253,41 @@ def test_recorder_and_sync_together_drop_nothing(tmp_path):
     counts = lake(store)
     assert counts and set(counts.values()) == {1}
     assert {k for k in counts if k[0] == "scores"} == {k for k in all_rows(db) if k[0] == "scores"}
+
+
+def test_heartbeat_reports_drift_against_the_bundle_fingerprint(tmp_path):
+    db = tmp_path / "buffer.db"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3)).astype("<f4")
+    x[:, 2] += 3.0  # the third feature moved by 3 training standard deviations
+    with Buffer(db, device="gw1") as b:
+        b.write(scores=[(T0 + i, i, 0.1, 3 if i < 5 else 0, "2", x[i].tobytes())
+                        for i in range(500)], enforce=False)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    fp = {n: {"mean": 0.0, "std": 1.0, "min": -4, "max": 4, "p01": -2.33, "p99": 2.33}
+          for n in ("rms_ax", "rms_ay", "kurtosis_az")}
+    (bundle / "manifest.json").write_text(json.dumps({"version": "2", "fingerprint": fp}))
+    store = FileStore(tmp_path / "cloud", fsync=False)
+    SyncJob(db, store, "gw1", bundle=bundle, status_window_s=3600, clock=lambda: T0 + 600).run_once()
+    hb = json.loads(store.get("status/gw1.json"))
+    d = hb["drift"]
+    assert d["reference"] == "2" and d["windows"] == 500 and d["features"] == 3
+    assert d["top"][0]["feature"] == "kurtosis_az" and d["top"][0]["z"] == pytest.approx(3, abs=0.2)
+    assert d["top"][0]["out"] > 0.6 and d["top"][1]["out"] < 0.05
+    assert hb["anomaly_rate"]["windows"] == 500 and hb["anomaly_rate"]["alarm_or_worse"] == 0.01
+    assert hb["model"] == {"source": "buffer", "version": "2", "seen_at": T0 + 499}
+
+
+def test_bytes_per_second_cap_paces_the_puts(tmp_path):
+    db = tmp_path / "buffer.db"
+    fill(db, scores=2000)
+    stop = RecordingStop(10_000)
+    now = [0.0]
+    job = SyncJob(db, FileStore(tmp_path / "cloud", fsync=False), "gw1", batch_rows=200,
+                  max_bytes_per_s=50_000, stop=stop, clock=lambda: now[0])
+    rep = job.run_once()
+    assert rep["batches"] == 10
+    # with a frozen clock, the run waits until the time the bytes sent so far need at 50 kB/s
+    assert stop.waits == sorted(stop.waits) and len(stop.waits) == 10
+    assert stop.waits[-1] == pytest.approx(rep["bytes"] / 50_000, rel=0.01)
