@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -332,7 +333,9 @@ def run_sync(cfg: Any, *, every_s: float | None = None, once: bool = False,
             rep = job.run_once()
         except SyncFailed as e:
             print(json.dumps(e.report, default=str))
-            raise
+            print(f"sensorml sync: failed: {e} (rows not confirmed stay in the buffer for "
+                  "the next run)", file=sys.stderr)
+            return 1
         print(json.dumps(rep, default=str))
         return 0
     job.run_forever(cfg.sync.every_s if every_s is None else every_s)
