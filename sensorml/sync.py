@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -327,6 +328,9 @@ def run_sync(cfg: Any, *, every_s: float | None = None, once: bool = False,
     """The ``sensorml sync`` command: one run (exit 1 if it failed) or a loop, at a
     lower CPU priority than the gateway."""
     lower_priority()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the batch, then exit 0
     job = SyncJob.from_config(cfg, stop=stop)
     if once:
         try:

@@ -291,3 +291,18 @@ def test_bytes_per_second_cap_paces_the_puts(tmp_path):
     # with a frozen clock, the run waits until the time the bytes sent so far need at 50 kB/s
     assert stop.waits == sorted(stop.waits) and len(stop.waits) == 10
     assert stop.waits[-1] == pytest.approx(rep["bytes"] / 50_000, rel=0.01)
+
+
+def test_sigterm_ends_the_loop_cleanly(tmp_path):
+    db = tmp_path / "buffer.db"
+    fill(db, scores=100)
+    cfg = _config(tmp_path, tmp_path / "cloud")
+    p = subprocess.Popen([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
+                          "--every", "1h", "--log-format", "text"],
+                         stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:  # wait for the first run's log line
+        if "sync: " in line and "batches" in line:
+            break
+    p.terminate()
+    assert p.wait(timeout=10) == 0
+    assert not any(backlog(db).values())
