@@ -67,6 +67,20 @@ def _growth(rss: list[tuple[float, int]], window_s: float = 60.0) -> tuple[float
     return (float(np.mean(last)) - float(np.mean(first))) / MB, w, span
 
 
+def _trajectory(rss: list[tuple[float, int]], points: int = 6) -> str:
+    """RSS at a few points of the run and the slope over its second half (MB/h): a slope
+    near 0 means warm-up (caches filling) rather than a leak."""
+    if len(rss) < 4:
+        return "too few samples"
+    t = np.array([x[0] for x in rss]) - rss[0][0]
+    r = np.array([x[1] for x in rss], float) / MB
+    idx = np.linspace(0, len(r) - 1, points).astype(int)
+    half = t >= t[-1] / 2
+    slope = float(np.polyfit(t[half], r[half], 1)[0]) * 3600 if half.sum() > 2 else float("nan")
+    pts = ", ".join(f"{t[i]:.0f}s {r[i]:.1f}" for i in idx)
+    return f"RSS MB at {pts}; slope over the second half {slope:+.1f} MB/h"
+
+
 def _throughput(work: Path, bundle, runs: int, seconds: float) -> dict:
     r = subprocess.run(nice_argv([sys.executable, "-m", "benchmarks._gw_throughput", str(work),
                                   str(bundle.path), str(bundle.pub), str(runs), str(seconds)]),
@@ -189,7 +203,7 @@ def _realtime_section(tab: Table, work: Path, b, out: dict, long: bool) -> None:
     for i, (what, res) in enumerate(runs):
         g, w, span = _growth(res.rss)
         print(f"  RSS growth of the {what}: {g:+.2f} MB, mean of the last {w:.0f} s vs the "
-              f"first {w:.0f} s of {span:.0f} s")
+              f"first {w:.0f} s of {span:.0f} s; {_trajectory(res.rss)}")
         if i == 0:
             tab.add(f"RSS growth, last vs first {w:.0f} s of {span:.0f} s", g, "+.2f", 2.0,
                     unit=" MB")
