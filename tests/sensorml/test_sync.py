@@ -204,18 +204,20 @@ def test_sync_process_killed_at_random_moments_loses_and_doubles_nothing(tmp_pat
     cfg = _config(tmp_path, tmp_path / "cloud", batch_rows=40)
     rng = random.Random(5)
     cmd = [sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg), "--every", "1s"]
-    kills = 0
-    for _ in range(8):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    mid_upload_kills = 0
+    for _ in range(20):
+        before = backlog(db)["scores"]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             p.wait(timeout=rng.uniform(0.4, 1.6))  # dies of SIGKILL at this random moment
         except subprocess.TimeoutExpired:
             p.kill()
-            kills += 1
         p.wait()
-    assert kills == 8
-    left = backlog(db)["scores"]
-    assert 0 < left < 30000  # the kills came in the middle of the upload
+        after = backlog(db)["scores"]
+        mid_upload_kills += 0 < after < before
+        if mid_upload_kills >= 5 or after == 0:
+            break
+    assert mid_upload_kills >= 1  # the kills came in the middle of the upload
     r = subprocess.run([*cmd[:-2], "--once"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["error"] is None
