@@ -24,6 +24,7 @@ Adding a family: write the three functions, ``register(Family(...))``, and make 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from sensorml.errors import ConfigError
 from training.export import iforest_to_onnx, pca_statistics, pca_to_onnx, reference_scores
@@ -88,6 +90,16 @@ def family_params(family: Family, params: dict) -> dict:
     return out
 
 
+def one_thread(fit: Callable) -> Callable:
+    """Run a fit with BLAS/OpenMP on one thread: small matrix products on a busy 2-core
+    machine ran up to 25x slower with two threads spinning against each other."""
+    @functools.wraps(fit)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with threadpool_limits(limits=1):
+            return fit(*args, **kwargs)
+    return wrapper
+
+
 def _subsample(X: np.ndarray, max_rows: int | None, random_state: int) -> np.ndarray:
     if max_rows is None or len(X) <= max_rows:
         return X
@@ -117,6 +129,7 @@ def rotation(Z: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     return pca.mean_, np.hstack([np.eye(Z.shape[1]), axes])
 
 
+@one_thread
 def _fit_iforest(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, Any]:
     scaler, Z = _scaled(X, random_state, p["max_fit_rows"])
     est = IsolationForest(n_estimators=int(p["n_estimators"]), max_samples=p["max_samples"],
@@ -136,7 +149,7 @@ def _fit_iforest(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardSca
 register(Family(
     "iforest", _fit_iforest,
     export=lambda est, scaler, p: iforest_to_onnx(est, scaler),
-    reference=lambda est, scaler, X, p: reference_scores(est, scaler, X),
+    reference=one_thread(lambda est, scaler, X, p: reference_scores(est, scaler, X)),
     defaults={"n_estimators": 100, "max_samples": "auto", "max_features": 1.0,
               "rotate": "none", "max_fit_rows": 100_000},
     doc="IsolationForest on standardised features (rotate: none | pca = on the principal "
@@ -146,6 +159,7 @@ register(Family(
 
 # --- PCA: Hotelling T² and Q (SPE) ------------------------------------------------------
 
+@one_thread
 def _fit_pca(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, Any]:
     scaler, Z = _scaled(X, random_state, p["max_fit_rows"])
     n = Z.shape[1]
@@ -169,7 +183,7 @@ def _fit_pca(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler,
 register(Family(
     "pca", _fit_pca,
     export=lambda est, scaler, p: pca_to_onnx(est, scaler, kind=p["pca_kind"]),
-    reference=lambda est, scaler, X, p: reference_scores(est, scaler, X, kind=p["pca_kind"]),
+    reference=one_thread(lambda est, scaler, X, p: reference_scores(est, scaler, X, kind=p["pca_kind"])),
     defaults={"n_components": 0.95, "pca_kind": "combined", "limit_quantile": 0.99,
               "max_fit_rows": None},
     doc="PCA on standardised features; pca_kind spe = Q, t2 = Hotelling T², combined = "
@@ -179,6 +193,7 @@ register(Family(
 
 # --- GaussianMixture ---------------------------------------------------------------------
 
+@one_thread
 def _fit_gmm(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, Any]:
     scaler, Z = _scaled(X, random_state, p["max_fit_rows"])
     k = int(p["n_components"])
@@ -195,9 +210,9 @@ def _fit_gmm(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler,
 register(Family(
     "gmm", _fit_gmm,
     export=lambda est, scaler, p: gmm_to_onnx(est, scaler),
-    reference=lambda est, scaler, X, p: reference_scores(est, scaler, X),
+    reference=one_thread(lambda est, scaler, X, p: reference_scores(est, scaler, X)),
     defaults={"n_components": 4, "covariance_type": "full", "reg_covar": 1e-3,
-              "max_iter": 100, "max_fit_rows": 20_000},
+              "max_iter": 100, "max_fit_rows": 100_000},
     doc="GaussianMixture on standardised features; score = negative log-likelihood",
     atol=2e-4, rtol=2e-5))
 
@@ -211,6 +226,7 @@ def ae_layers(n_features: int, hidden: int | None = None, bottleneck: int | None
     return (h, b, h)
 
 
+@one_thread
 def _fit_ae(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, Any]:
     scaler, Z = _scaled(X, random_state, p["max_fit_rows"])
     if p["activation"] not in ACTIVATIONS:
@@ -229,9 +245,9 @@ def _fit_ae(X: np.ndarray, random_state: int, p: dict) -> tuple[StandardScaler, 
 register(Family(
     "autoencoder", _fit_ae,
     export=lambda est, scaler, p: autoencoder_to_onnx(est, scaler),
-    reference=lambda est, scaler, X, p: reference_scores(est, scaler, X),
+    reference=one_thread(lambda est, scaler, X, p: reference_scores(est, scaler, X)),
     defaults={"hidden_layer_sizes": None, "hidden": None, "bottleneck": None,
               "activation": "tanh", "alpha": 1e-4, "learning_rate_init": 3e-3,
-              "max_iter": 60, "max_fit_rows": 10_000},
+              "max_iter": 60, "max_fit_rows": 30_000},
     doc="MLP autoencoder (h, b, h) fitted X→X on standardised features; score = mean "
         "squared reconstruction error"))
