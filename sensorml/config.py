@@ -148,8 +148,9 @@ class GatewayConfig:
         f.setdefault("channels", list(self.source.channels))
         f.setdefault("sample_rate", self.source.rate)
         f.setdefault("window", 1024)
-        f.setdefault("hop", f["window"] // 2)
-        return FeatureSpec.from_dict(f)
+        if isinstance(f["window"], int) and not isinstance(f["window"], bool):
+            f.setdefault("hop", max(1, f["window"] // 2))
+        return FeatureSpec.from_dict(f)  # its errors name features.<key>
 
     def to_dict(self) -> dict:
         def conv(v: Any) -> Any:
@@ -352,9 +353,16 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
                 f"limits[{lim_i}].channel: {lim.channel!r} is not a channel of the sources "
                 f"({', '.join(sorted(all_channels))})"
             )
-    return GatewayConfig(
+    cfg = GatewayConfig(
         path=path or base_dir / "gateway.toml", device_id=device_id, state_dir=state_dir,
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
         buffer=buffer, sync=sync, metrics=metrics, deploy=deploy,
     )
+    try:  # the windows and features are checked with everything else, before anything runs
+        cfg.feature_spec()
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"features: {e}") from None
+    return cfg
