@@ -61,6 +61,8 @@ __all__ = [
 #: bump whenever any formula or the order of features changes
 FEATURE_CODE_VERSION = "1"
 
+#: the longest window accepted (samples): bounds the extractor's memory (~40 MB at 3 channels)
+MAX_WINDOW = 1 << 20
 MOMENTS = ("mean", "std", "rms", "peak", "crest", "kurtosis", "skew")
 SLOW_FEATURES = ("last", "mean", "slope")
 _FLAT = 1e-9  # std <= _FLAT * peak: the channel is flat
@@ -121,6 +123,10 @@ class FeatureSpec:
         if self.window < 4:
             raise ConfigError(f"features.window: {self.window} samples is too short "
                               "for a spectrum (at least 4)")
+        if self.window > MAX_WINDOW:
+            raise ConfigError(f"features.window: {self.window} samples is more than "
+                              f"{MAX_WINDOW} (a window of 40 s at 25.6 kHz); use a longer hop "
+                              "or slow-channel features for slow trends")
         hop = max(1, self.window // 2) if self.hop is None else _pos_int("hop", self.hop)
         if hop > self.window:
             raise ConfigError(f"features.hop: {hop} is larger than window {self.window} "
