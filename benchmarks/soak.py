@@ -19,7 +19,16 @@ and their sample-to-trip figures. ``--json PATH`` writes them.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
 
@@ -77,3 +86,237 @@ def make_bundle(out: Path, key: Path | None, *, rate: int = RATE, window: int = 
                      "data_sha256": ""},
     }
     return write_bundle(out, manifest, model.SerializeToString(), key)
+
+
+# --------------------------------------------------------------------- the run
+@dataclass
+class SoakResult:
+    """Everything the soak measured (``to_dict()`` for JSON)."""
+
+    duration_s: float
+    sync: bool
+    faults: list = field(default_factory=list)
+    rss_mb: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"duration_s": round(self.duration_s, 1), "sync": self.sync,
+                "faults": self.faults, "rss_mb": self.rss_mb, **self.figures}
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def histogram_p(before: dict, after: dict, name: str, q: float = 0.99) -> float | None:
+    """The ``q`` quantile (upper bucket bound) of a Prometheus histogram between two
+    scrapes, in ms; None if nothing was observed in between."""
+    pre = f"{name}_bucket{{le=\""
+    buckets = sorted((float("inf") if k[len(pre):-2] == "+Inf" else float(k[len(pre):-2]),
+                      v - before.get(k, 0.0)) for k, v in after.items() if k.startswith(pre))
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    for le, n in buckets:
+        if n >= q * total:
+            return le * 1e3
+    return None
+
+
+def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sensorml.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def has_sync() -> bool:
+    """True once ``sensorml sync`` exists (issue 5)."""
+    try:
+        return _cli("sync", "--help").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def run(duration_s: float, fault_every_s: float, work: Path, *, rss_every_s: float = 10.0,
+        sync_every_s: float = 60.0, seed: int = 1, log=print) -> SoakResult:
+    """Run the soak for ``duration_s``; see the module docstring."""
+    import psutil
+
+    from sensorml.bundle import keygen
+    from sensorml.demo import Proc
+
+    work.mkdir(parents=True, exist_ok=True)
+    keys = keygen(work / "keys") if not (work / "keys" / "signing.pub").exists() else (
+        work / "keys" / "signing.key", work / "keys" / "signing.pub")
+    bundle = make_bundle(work / "bundle", keys[0])
+    sync = has_sync()
+    env_note = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    del env_note
+    procs: list = []
+    res = SoakResult(duration_s, sync)
+    try:
+        sim = Proc([sys.executable, "-m", "firmware_bridge.sim.cli", "--serial", "--format",
+                    "frames", "--rate", str(RATE), "--seed", str(seed), "--speed-schedule",
+                    "auto"], "simulator", work / "simulator.log")
+        procs.append(sim)
+        ends = {}
+        while True:
+            line = sim.expect(lambda s: s.split(":")[0] in ("serial", "ready"), 20, "start")
+            if line == "ready":
+                break
+            ends[line.split(":")[0]] = line.split(":", 1)[1].split()[0]
+        state = work / "state"
+        cfg = work / "gateway.toml"
+        cfg.write_text(f'''device_id = "soak-pump"
+state_dir = "{state}"
+[source]
+url = "serial://{ends['serial']}?format=frames"
+channels = ["ax", "ay", "az"]
+rate = {RATE}
+[features]
+window = 1024
+hop = 512
+[model]
+bundle = "{bundle}"
+trusted_keys = ["{keys[1]}"]
+[[trip]]
+kind = "serial-command"
+url = "serial://{ends['serial']}"
+[metrics]
+port = 0
+[sync]
+store = "file://{work / 'lake'}"
+every = "{max(1.0, sync_every_s)}s"
+''')
+        gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)],
+                  "gateway", work / "gateway.log")
+        procs.append(gw)
+        gw.expect(lambda s: "running" in s, 60, "start")
+        port = json.loads((state / "gateway.json").read_text())["port"]
+        ps = psutil.Process(gw.p.pid)
+        if sync:
+            procs.append(Proc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
+                               "--every", f"{max(1.0, sync_every_s)}s"], "sync",
+                              work / "sync.log"))
+        t0 = time.monotonic()
+        warm = max(5.0, min(120.0, 0.1 * duration_s))
+        span = min(600.0, (duration_s - warm) / 2)  # first / last ten minutes (or halves)
+        scrapes: dict[str, dict] = {}
+        marks = {"first_start": warm, "first_end": warm + span,
+                 "last_start": duration_s - span}
+        next_rss, next_fault, k = 0.0, fault_every_s, 0
+        tick = threading.Event()
+        while (now := time.monotonic() - t0) < duration_s:
+            for name, at in marks.items():
+                if name not in scrapes and now >= at:
+                    scrapes[name] = _metrics(port)
+            if now >= next_rss:
+                res.rss_mb.append((round(now, 1), round(ps.memory_info().rss / 2**20, 2)))
+                next_rss += rss_every_s
+            if now >= next_fault and duration_s - now > min(15.0, 0.25 * duration_s):
+                name = FAULTS[k % len(FAULTS)]
+                k += 1
+                res.faults.append(_fault(sim, gw, cfg, name, now, log))
+                next_fault += fault_every_s
+            tick.wait(0.2)
+        scrapes["last_end"] = _metrics(port)
+        st = json.loads(_cli("status", "--config", str(cfg), "--json").stdout)
+        gw.p.terminate()
+        code = gw.p.wait(30)
+        res.figures = _figures(res, st, scrapes, warm, code, work)
+    finally:
+        for p in reversed(procs):
+            if p.name == "simulator":
+                try:
+                    p.send("quit")
+                except (OSError, ValueError):
+                    pass
+            p.stop()
+    return res
+
+
+def _fault(sim, gw, cfg: Path, name: str, now: float, log) -> dict:
+    """Inject a fault through the simulator's stdin, wait for the trip, clear, reset."""
+    sim.send(f"fault {name} 1.0")
+    t = time.monotonic()
+    rec = {"at_s": round(now, 1), "fault": name}
+    try:
+        line = gw.expect(lambda s: s.startswith("{") and json.loads(s)["msg"].startswith("TRIP"),
+                         30, "trip", stream="err")
+        rec["trip_after_s"] = round(time.monotonic() - t, 2)
+        rec["msg"] = json.loads(line)["msg"]
+    except Exception as e:  # noqa: BLE001 - a missed trip is a figure, not a crash
+        rec["trip_after_s"] = None
+        rec["error"] = str(e)
+    sim.send("clear")
+    r = _cli("reset", "--config", str(cfg), "--by", "soak")
+    rec["reset_ok"] = r.returncode == 0
+    log(f"fault {name} at {now:.0f} s: " + ("trip after "
+        f"{rec['trip_after_s']} s" if rec["trip_after_s"] is not None else "NO TRIP"))
+    return rec
+
+
+def _figures(res: SoakResult, st: dict, scrapes: dict, warm: float, code: int,
+             work: Path) -> dict:
+    (src,) = [s for u, s in st["sources"].items()]
+    rec = st["recorder"]
+    after = [mb for t, mb in res.rss_mb if t >= warm]
+    lake = work / "lake"
+    return {
+        "gateway_exit": code,
+        "windows": st["windows"],
+        "recorder_dropped": rec["dropped"], "recorder_store_dropped": rec["store_dropped"],
+        "recorder_errors": rec["errors"],
+        "queue_drops": st["metrics"].get("queue_drops") if isinstance(st.get("metrics"), dict)
+        else None,
+        "source_missed_frames": src.get("missed_frames"), "source_crc_errors": src.get("crc_errors"),
+        "source_outages": src.get("outages"),
+        "rss_after_warmup_mb": {"first": after[0] if after else None,
+                                "last": after[-1] if after else None,
+                                "growth": round(after[-1] - after[0], 2) if after else None,
+                                "max_minus_min": round(max(after) - min(after), 2) if after
+                                else None},
+        "window_latency_p99_ms": {
+            "first": histogram_p(scrapes.get("first_start", {}), scrapes.get("first_end", {}),
+                                 "sensorml_window_latency_seconds"),
+            "last": histogram_p(scrapes.get("last_start", {}), scrapes["last_end"],
+                                "sensorml_window_latency_seconds")},
+        "trips": sum(1 for f in res.faults if f.get("trip_after_s") is not None),
+        "faults_injected": len(res.faults),
+        "lake_files": sum(1 for p in lake.rglob("*") if p.is_file()) if lake.exists() else 0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=60.0, help="how long (default 60)")
+    p.add_argument("--seconds", type=float, help="how long, in seconds (overrides --minutes)")
+    p.add_argument("--fault-every", type=float, default=600.0,
+                   help="seconds between injected faults (default 600)")
+    p.add_argument("--sync-every", type=float, default=60.0, help="sync period, s (default 60)")
+    p.add_argument("--rss-every", type=float, default=10.0, help="RSS sample period, s")
+    p.add_argument("--workdir", default="build/soak", help="where logs and the buffer go")
+    p.add_argument("--json", help="write the figures to this file")
+    a = p.parse_args(argv)
+    duration = a.seconds if a.seconds is not None else a.minutes * 60.0
+    res = run(duration, a.fault_every, Path(a.workdir), rss_every_s=a.rss_every,
+              sync_every_s=a.sync_every)
+    d = res.to_dict()
+    for k, v in d.items():
+        if k not in ("rss_mb", "faults"):
+            print(f"{k:28s} {v}")
+    print(f"{'rss_mb samples':28s} {len(res.rss_mb)} (first {res.rss_mb[:1]}, last {res.rss_mb[-1:]})")
+    if a.json:
+        Path(a.json).write_text(json.dumps(d, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
