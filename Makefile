@@ -27,6 +27,11 @@ test: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+# The soak (not part of `make test`): simulator + gateway (+ sync) for SOAK_MINUTES.
+SOAK_MINUTES ?= 60
+soak: install
+	$(BIN)/python -m benchmarks.soak --minutes $(SOAK_MINUTES)
+
 lint: install
 	$(BIN)/ruff check .
 
