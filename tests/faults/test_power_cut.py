@@ -17,9 +17,9 @@ cuts; the model is held off by the 5 s start-up inhibit, so it is the limit). SI
 ``synchronous=NORMAL``, so after a real power loss the last commits may roll back (the
 file stays consistent); this suite checks the process-death half.
 
-The sync-job half of the scenario (kill ``sensorml sync`` mid-upload, compare the lake
-with the buffer: no row lost, none duplicated) plugs in as :func:`power_cut_sync_rounds`
-once the sync job of issue 5 exists.
+The sync-job half (:func:`power_cut_sync_rounds`): ``sensorml sync`` SIGKILLed at random
+moments while the gateway runs (and is cut too every fifth round), then drained; the lake
+must hold every buffer row exactly once.
 """
 
 from __future__ import annotations
@@ -57,14 +57,54 @@ raw_sample_every = 20
 '''
 
 
-def power_cut_sync_rounds(cfg, rounds: int, rng: random.Random) -> dict:
-    """The sync half of the power-cut scenario (issue 5's ``sensorml sync``), to plug in
-    here: run the gateway and ``sensorml sync --config cfg`` against a local lake, SIGKILL
-    the sync job at random moments (mid-batch, between the object put and ``mark_synced``)
-    ``rounds`` times, restart it, and compare the lake with the buffer: every committed row
-    uploaded exactly once (no loss, no duplicate), every ``synced_at`` row present in the
-    lake. Not written yet: the sync job and its lake layout have not landed."""
-    raise NotImplementedError("waits for `sensorml sync` (issue 5)")
+def lake_ids(lake) -> dict[str, list[int]]:
+    """Row ids per table in every batch object of the lake (a repeated id = a duplicate)."""
+    from sensorml.batch import decode_batch
+
+    out: dict[str, list[int]] = {}
+    for f in sorted(lake.rglob("*.smlb.gz")):
+        head, cols = decode_batch(f.read_bytes(), str(f))
+        out.setdefault(head["table"], []).extend(int(i) for i in cols["id"])
+    return out
+
+
+def power_cut_sync_rounds(fx, cfg, db, lake, rounds: int, rng: random.Random,
+                          tmp_path) -> dict:
+    """The sync half: ``sensorml sync`` (every 0.2 s, small batches) SIGKILLed at random
+    moments ``rounds`` times while the gateway runs (every fifth round the gateway is cut
+    too and restarted); then a clean drain. Returns what it measured."""
+    gw = fx.start_gateway(cfg, log_name="gateway-sync.log")
+    sync_kills, gw_kills = 0, 0
+    try:
+        for r in range(rounds):
+            sync = fx.EnvProc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
+                               "--every", "0.2s"], "sync", tmp_path / f"sync-{r}.log")
+            try:
+                threading.Event().wait(rng.uniform(0.3, 1.2))
+                sync.p.send_signal(signal.SIGKILL)
+                sync.p.wait(10)
+                sync_kills += 1
+            finally:
+                sync.stop()
+            if r % 5 == 4:
+                gw.p.send_signal(signal.SIGKILL)
+                gw.p.wait(10)
+                gw.stop()
+                gw_kills += 1
+                gw = fx.start_gateway(cfg, log_name=f"gateway-sync-{r}.log")
+        gw.p.terminate()
+        assert gw.p.wait(15) == 0
+    finally:
+        gw.stop()
+    import subprocess
+
+    for _ in range(5):  # drain: one clean run uploads the rest (a run may stop at a cap)
+        r = subprocess.run([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
+                            "--once"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        if not fx.rows(db, "SELECT count(*) FROM scores WHERE synced_at IS NULL")[0][0]:
+            break
+    return {"sync_kills": sync_kills, "gateway_kills": gw_kills}
 
 
 def test_sigkill_gateway_at_random_moments_loses_no_committed_row(
@@ -143,3 +183,35 @@ def test_sigkill_gateway_at_random_moments_loses_no_committed_row(
         python=sys.version.split()[0], cpus=os.cpu_count())
     assert max(to_scored) <= 2.0, f"recovery to processing took {max(to_scored):.2f} s"
     assert len(to_scored) >= 10  # enough rounds lived long enough to measure it
+
+
+SYNC_BODY = BODY + '''
+[sync]
+store = "file://{lake}"
+batch_rows = 50
+'''
+
+
+def test_sigkill_sync_job_at_random_moments_each_row_once_in_the_lake(
+        tmp_path, bundle, keys, fx, fault_report):
+    rng = random.Random(SEED + 1)
+    lake = tmp_path / "lake"
+    cfg = fx.write_config(tmp_path, SYNC_BODY.format(seed=2, bundle=bundle, pub=keys[1],
+                                                     lake=lake))
+    db = tmp_path / "state" / "buffer.db"
+    got = power_cut_sync_rounds(fx, cfg, db, lake, 15, rng, tmp_path)
+    assert fx.integrity(db) == "ok"
+    ids = lake_ids(lake)
+    dup, lost = {}, {}
+    for t in ("events", "scores", "raw_windows"):
+        buf = {i for (i,) in fx.rows(db, f"SELECT id FROM {t}")}
+        up = ids.get(t, [])
+        dup[t] = len(up) - len(set(up))
+        lost[t] = len(buf - set(up))
+        unsynced = fx.rows(db, f"SELECT count(*) FROM {t} WHERE synced_at IS NULL")[0][0]
+        assert unsynced == 0, f"{t}: {unsynced} rows not synced after the drain"
+    fault_report.add("power_cut_sync", **got, rows_in_lake={t: len(v) for t, v in ids.items()},
+                     rows_duplicated=dup, rows_lost=lost,
+                     batch_objects=sum(1 for _ in lake.rglob("*.smlb.gz")))
+    assert not any(dup.values()), dup
+    assert not any(lost.values()), lost
