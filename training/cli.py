@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--buffer", metavar="DB", help="a gateway's buffer.db (its stored feature vectors)")
     src.add_argument("--feature-table", metavar="F.csv",
                      help="CSV of ready features: header of feature names, one row per window")
-    f.add_argument("--spec", metavar="SPEC.json", help="feature spec for --feature-table/--buffer")
+    src.add_argument("--ingest", metavar="STORE",
+                     help="a cloud store the gateways synced to (file:///..., s3://...): "
+                          "retrain on their windows, minus labelled faults and unlabelled alarms")
+    f.add_argument("--device", help="--ingest: only this device's data")
+    f.add_argument("--spec", metavar="SPEC.json",
+                   help="feature spec for --feature-table/--buffer/--ingest: a JSON spec, or a "
+                        "bundle folder whose manifest gives it (the model the data was scored by)")
     _add_table_args(f)
     f.add_argument("--columns", help="table columns to use, a,b,c (default: every numeric one)")
     f.add_argument("--healthy-rows", help="healthy rows, e.g. 0:400 or 0:400,900:")
@@ -213,16 +219,22 @@ def _fit_input(a: argparse.Namespace):
             print(f"{src.table.source}: filled {src.filled} missing value(s) (forward fill, "
                   "then the column's median)", file=sys.stderr)
     else:
-        spec = None
-        if a.spec:
-            import json
+        spec = _spec_arg(a.spec)
+        if a.ingest:
+            from training.ingest import IngestSource
 
-            try:
-                spec = json.loads(Path(a.spec).read_text())
-            except ValueError as e:
-                raise SensormlError(f"{a.spec}: not a JSON feature spec: {e}") from None
-        with step(f"reading {a.buffer}"):
-            frame = data.BufferSource(a.buffer, spec).features()
+            with step(f"reading {a.ingest}"):
+                isrc = IngestSource(a.ingest, device=a.device, feature_spec=spec)
+                frame = isrc.features()
+            if not (a.healthy_rows or a.healthy_time):
+                mask, how = isrc.healthy_mask(frame)
+                table = data.healthy_table(frame, mask, a.model, how)
+                print(f"{len(table.X)} healthy rows × {len(table.names)} features: {how}",
+                      file=sys.stderr)
+                return table
+        else:
+            with step(f"reading {a.buffer}"):
+                frame = data.BufferSource(a.buffer, spec).features()
     n = len(frame)
     if a.healthy_rows:
         how = f"--healthy-rows {a.healthy_rows}"
@@ -240,6 +252,27 @@ def _fit_input(a: argparse.Namespace):
     return table
 
 
+def _spec_arg(path: str | None) -> dict | None:
+    """``--spec``: a JSON feature spec, or a bundle folder (its manifest's spec and names)."""
+    if not path:
+        return None
+    import json
+
+    p = Path(path)
+    f = p / "manifest.json" if p.is_dir() else p
+    try:
+        d = json.loads(f.read_text())
+    except OSError as e:
+        raise SensormlError(f"--spec: {f}: {e.strerror}") from None
+    except ValueError as e:
+        raise SensormlError(f"--spec: {f}: not JSON: {e}") from None
+    if "feature_spec" in d:  # a manifest
+        spec = dict(d["feature_spec"])
+        spec.setdefault("names", list(d.get("feature_names") or []))
+        return spec
+    return d
+
+
 def cmd_fit(a: argparse.Namespace) -> int:
     from training.fit import fit_bundle
 
@@ -248,7 +281,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     if not 0.05 <= a.holdout <= 0.5:
         raise SensormlError(f"--holdout: {a.holdout} is not in 0.05..0.5")
     if a.name is None:
-        src = a.table or a.features or a.buffer or a.feature_table
+        src = a.table or a.features or a.buffer or a.feature_table or a.device or "lake"
         a.name = re.sub(r"[^A-Za-z0-9._+-]", "-", Path(src).name.split(".")[0]) or "model"
     if a.version is None:
         a.version = time.strftime("%Y%m%d%H%M%S", time.gmtime())

@@ -28,7 +28,7 @@ import numpy as np
 from sensorml.batch import decode_batch, raw_window
 from sensorml.store import FileStore, Store, open_store
 
-__all__ = ["compact", "labelled_events", "read_ingest", "to_pandas"]
+__all__ = ["IngestSource", "compact", "labelled_events", "read_ingest", "to_pandas"]
 
 TABLES = ("events", "labels", "scores", "raw_windows")
 
@@ -171,3 +171,97 @@ def compact(store: Store | str | Path, out: str | Path, *,
                             existing_data_behavior="delete_matching",
                             basename_template=f"{table}-{{i}}.parquet")
     return counts
+
+
+class IngestSource:
+    """The cloud store's ingest tree as a :class:`training.data.DataSource`.
+
+    ``features()`` gives the synced feature vectors of one device (or all) in time order,
+    with what the gateway recorded (score, verdict, model version). Feature names come
+    from *feature_spec* (a bundle manifest's ``feature_spec`` with ``names``), since
+    batches carry values, not names. ``labels()`` gives each ``true_fault`` label as a
+    fault from its event to the next ``reset`` of that device (or the end of the data);
+    :meth:`healthy_mask` turns the labels into the rows to retrain on.
+    """
+
+    def __init__(self, store: Store | str | Path, *, device: str | None = None,
+                 feature_spec: dict | None = None) -> None:
+        self.store = store
+        self.device = device
+        self.feature_spec = dict(feature_spec or {})
+        self._data: dict | None = None
+
+    @property
+    def data(self) -> dict[str, dict[str, Any]]:
+        if self._data is None:
+            self._data = read_ingest(self.store, devices=(self.device,) if self.device else None)
+        return self._data
+
+    def features(self, since: float | None = None, until: float | None = None):
+        from training.data import FeatureFrame
+
+        sc = self.data["scores"]
+        n = len(sc["id"])
+        X = sc.get("features", np.zeros((n, 0), np.float32))
+        keep = np.asarray(sc.get("has_features", np.ones(n, bool)), bool)
+        t = np.asarray(sc.get("t", np.zeros(n)), float)
+        if since is not None:
+            keep &= t >= since
+        if until is not None:
+            keep &= t < until
+        order = np.flatnonzero(keep)[np.argsort(t[keep], kind="stable")]
+        names = self.feature_spec.get("names")
+        width = X.shape[1] if X.ndim == 2 else 0
+        if names and len(names) != width:
+            from sensorml.errors import ConfigError
+
+            raise ConfigError(f"{self._where()}: synced feature vectors have {width} values, "
+                              f"the feature spec names {len(names)}")
+        names = tuple(names) if names else tuple(f"f{i}" for i in range(width))
+        Xo = np.ascontiguousarray(X[order], np.float32)
+        return FeatureFrame(Xo, names, t[order], self.feature_spec or {"names": list(names)},
+                            self._where(), np.isfinite(Xo).all(axis=1),
+                            np.asarray(sc["score"], float)[order],
+                            np.asarray(sc["verdict"], int)[order],
+                            tuple(sc["model_version"][i] for i in order))
+
+    def labels(self):
+        from training.data import FaultRange
+
+        ev = self.data["events"]
+        resets = sorted(float(ev["t"][i]) for i, k in enumerate(ev["kind"]) if k == "reset")
+        out = []
+        for e in labelled_events(self.data):
+            if e["verdict"] != "true_fault":
+                continue
+            end = next((r for r in resets if r > e["t"]), np.inf)
+            out.append(FaultRange(e["t"], end, f"{e['kind']} #{e['id']}"
+                                  + (f": {e['note']}" if e["note"] else "")))
+        return out
+
+    def healthy_mask(self, frame, *, margin_s: float = 10.0,
+                     alarm_verdict: int = 2) -> tuple[np.ndarray, str]:
+        """Rows to retrain on, and how they were chosen: every synced window, except those
+        inside a labelled true fault, and except windows the gateway judged alarm or worse
+        unless an operator labelled a nearby alarm (± ``margin_s``) a false alarm — those
+        are exactly the rows a new model should learn to call normal."""
+        t = frame.t
+        faulty = np.zeros(len(t), bool)
+        for fr in self.labels():
+            faulty |= (t >= fr.start) & (t < fr.end)
+        false_alarm = np.zeros(len(t), bool)
+        n_false = 0
+        for e in labelled_events(self.data):
+            if e["verdict"] == "false_alarm":
+                n_false += 1
+                false_alarm |= np.abs(t - e["t"]) <= margin_s
+        alarmed = (np.zeros(len(t), bool) if frame.verdict is None
+                   else frame.verdict >= alarm_verdict)
+        mask = ~faulty & (~alarmed | false_alarm)
+        how = (f"synced windows of {self.device or 'every device'} without "
+               f"{int(faulty.sum())} in labelled faults and {int((alarmed & ~false_alarm).sum())} "
+               f"unlabelled alarms ({n_false} false-alarm label(s) kept as healthy)")
+        return mask, how
+
+    def _where(self) -> str:
+        return f"{self.store}" + (f" (device {self.device})" if self.device else "")
