@@ -27,6 +27,16 @@ class RealtimeResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _steady_decision(bundle: Bundle) -> str:
+    """k = 3 of n = 5 with alarm and trip between the healthy stream's highest score and a
+    faulty window's: the steady state being measured is a healthy machine recording NORMAL
+    windows (a false alarm would record every window raw and a trip stops the simulator)."""
+    mid = (bundle.healthy_max + bundle.faulty_score) / 2
+    trip = max(bundle.thresholds["trip"], mid)
+    alarm = max(bundle.thresholds["alarm"], 0.9 * trip)
+    return f"k = 3\nn = 5\nalarm = {alarm:.6f}\ntrip = {trip:.6f}"
+
+
 def _samples(state: Path) -> tuple[float, dict]:
     st = control(state, "/status")
     src = next(iter(st["sources"].values()))
@@ -47,7 +57,7 @@ def realtime(work: Path, bundle: Bundle, warmup_s: float, measure_s: float,
         sim.wait_for("ready", 30)
         cfg = gateway_toml(work, "realtime", path, bundle,
                            f'kind = "serial-command"\nurl = "serial://{path}"',
-                           decision="k = 3\nn = 5")
+                           decision=_steady_decision(bundle))
         gw = start_gateway(cfg, "gw-realtime", work, priority=False)
         children.append(gw)
         state = work / "state-realtime"
@@ -71,9 +81,10 @@ def realtime(work: Path, bundle: Bundle, warmup_s: float, measure_s: float,
         res.hwm = vm(gw.pid)["VmHWM"]
         res.threads = proc.num_threads()
         rec = st["recorder"]
+        verdicts = st["metrics"].get("verdicts") if isinstance(st["metrics"], dict) else None
         res.notes.append(
             f"{res.signal_s:.1f} s of signal in {t1 - t0:.1f} s wall; windows {st['windows']}, "
-            f"tripped={st['tripped']}, recorder written={rec['written']}, "
+            f"verdicts {verdicts}, tripped={st['tripped']}, recorder written={rec['written']}, "
             f"dropped={sum(rec['dropped'].values())}, threads={res.threads}")
     finally:
         for c in reversed(children):
