@@ -1,112 +1,75 @@
 """``sensorml demo``: the whole loop on one machine, end to end, in one command.
 
-1. makes a signing key pair;
-2. starts the simulated pump as its own process: vibration on a pty (binary frames,
-   3 × 25.6 kHz) and process values on Modbus TCP (127.0.0.1, any free port);
-3. learns a healthy baseline through the gateway's own sources and features;
-4. trains, checks and signs a model bundle (``sensorml train fit``);
-5. runs the gateway as its own process, injects a bearing fault into the simulator and
-   waits for the trip (serial STOP and the Modbus stop coil), reads it back from the
-   simulator, resets, and stops the gateway;
-6. writes ``report.html`` (+ ``scores.png``) with the score trace, thresholds and the
-   trip and its latency.
+ 1. a signing key pair;
+ 2. the simulated pump as its own process: vibration on a pty (binary frames,
+    3 × 25.6 kHz), process values on Modbus TCP (127.0.0.1, a free port);
+ 3. a healthy baseline learnt through the gateway's own sources and features;
+ 4. model v1 trained, checked against scikit-learn and signed;
+ 5. v1 published to the cloud store (``file://<workdir>/cloud``) and named in the fleet's
+    signed desired-state file; the sync job installs it on the gateway;
+ 6. the gateway runs; a bearing fault is injected; it trips the pump (serial STOP and the
+    Modbus stop coil); an operator labels the trip a true fault and resets;
+ 7. the sync job uploads what the gateway saw (events, scores, features, raw windows
+    around the alarm, the label) to the store;
+ 8. v2 is retrained from the synced data, without the labelled fault, and published;
+ 9. the sync job stages v2; the gateway runs it in shadow beside v1, then promotes it;
+10. ``report.html`` with the timeline, the score trace, thresholds and the trip.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from sensorml.errors import SensormlError
+from sensorml.procs import Proc
+
+__all__ = ["Proc", "ROOT", "run_demo", "write_config"]
 
 ROOT = Path(__file__).resolve().parent.parent
+FLEET = "demo"
+DEVICE = "demo-pump"
 
 
-def _step(msg: str) -> None:
-    print(f"[demo] {msg}", flush=True)
+class Timeline:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.rows: list[tuple[float, str]] = []
+
+    def step(self, msg: str) -> None:
+        self.rows.append((time.monotonic() - self.t0, msg))
+        print(f"[demo {time.monotonic() - self.t0:6.1f} s] {msg}", flush=True)
 
 
-class Proc:
-    """A child process whose stdout/stderr lines are read into queues by threads."""
-
-    def __init__(self, argv: list[str], name: str, log: Path) -> None:
-        self.name = name
-        self.log = log.open("w")
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.out: queue.Queue = queue.Queue()
-        self.err: queue.Queue = queue.Queue()
-        for stream, q in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
-
-    def _pump(self, stream, q: queue.Queue) -> None:
-        for line in stream:
-            self.log.write(line)
-            self.log.flush()
-            q.put(line.rstrip("\n"))
-
-    def expect(self, pred, timeout: float, what: str, stream: str = "out") -> str:
-        q = self.out if stream == "out" else self.err
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = q.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                if self.p.poll() is not None and q.empty():
-                    raise SensormlError(
-                        f"{self.name} exited with status {self.p.returncode} before it did "
-                        f"{what}; last lines: {self._tail()}") from None
-                continue
-            if pred(line):
-                return line
-        raise SensormlError(f"{self.name} did not {what} within {timeout:.0f} s "
-                            f"(log: {self.log.name})")
-
-    def _tail(self) -> str:
-        self.log.flush()
-        try:
-            return " | ".join(Path(self.log.name).read_text().strip().splitlines()[-3:])
-        except OSError:
-            return "(no log)"
-
-    def send(self, line: str) -> None:
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-        self.log.close()
+def _run(tl: Timeline, what: str, argv: list[str]) -> str:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise SensormlError(f"demo: {what} failed: {(r.stderr or r.stdout).strip()[-800:]}")
+    return r.stdout
 
 
 def _sim_status(sim: Proc) -> str:
     while not sim.out.empty():
         sim.out.get_nowait()
     sim.send("status")
-    return sim.expect(lambda s: s.startswith("ok status"), 5, "answer status")
+    return sim.expect(lambda s: s.startswith("ok status"), 5, "answer status")[10:]
 
 
-def write_config(work: Path, pty: str, modbus: str, map_path: Path, bundle: Path | None) -> Path:
-    model = ""
-    if bundle is not None:
-        model = f'''
+def write_config(work: Path, pty: str, modbus: str, map_path: Path, *, model: bool) -> Path:
+    state = work / "state"
+    model_part = f'''
 [model]
-bundle = "{bundle}"
+bundle = "{state / 'bundles' / 'current'}"
 trusted_keys = ["{work / 'keys' / 'signing.pub'}"]
-'''
+watch = "200ms"
+''' if model else ""
     text = f'''# written by `sensorml demo`
-device_id = "demo-pump"
-state_dir = "{work / 'state'}"
+device_id = "{DEVICE}"
+state_dir = "{state}"
 
 [source]
 url = "serial://{pty}?format=frames"
@@ -121,10 +84,11 @@ map = "{map_path}"
 window = 1024
 hop = 512
 envelope = true
-{model}
+{model_part}
 [decision]
 k = 3
 n = 5
+startup_inhibit = "5s"
 
 [[limits]]
 channel = "temperature_c"
@@ -144,175 +108,208 @@ url = "modbus-tcp://{modbus}"
 address = 0
 
 [buffer]
-path = "{work / 'state' / 'buffer.db'}"
+path = "{state / 'buffer.db'}"
+
+[sync]
+store = "file://{work / 'cloud'}"
+
+[deploy]
+fleet = "{FLEET}"
+shadow_windows = 250
 
 [metrics]
 port = 0
 '''
-    path = work / "gateway.toml"
+    path = work / ("gateway.toml" if model else "learn.toml")
     path.write_text(text)
     return path
 
 
+def _fresh(work: Path) -> None:
+    import shutil
+
+    for sub in ("state", "cloud", "bundles"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    (work / "state").mkdir(parents=True, exist_ok=True)
+
+
 def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
              quick: bool = False) -> int:
+    from sensorml.bundle import keygen
     from sensorml.config import load_config
+    from sensorml.control import call
     from sensorml.learn import learn
 
-    t_start = time.monotonic()
+    tl = Timeline()
     work = work.resolve()
-    (work / "state").mkdir(parents=True, exist_ok=True)
-    for f in ("state/buffer.db", "state/buffer.db-wal", "state/buffer.db-shm"):
-        (work / f).unlink(missing_ok=True)
+    _fresh(work)
     py = sys.executable
     map_path = ROOT / "data" / "maps" / "sim_pump.toml"
-    if not map_path.exists():
-        from firmware_bridge.sim import modbus_device
+    store = f"file://{work / 'cloud'}"
+    key = work / "keys" / "signing.key"
 
-        map_path = Path(modbus_device.__file__).parent / "sim_pump.toml"
+    tl.step("1/10 key pair for signing bundles and desired-state files")
+    if not key.exists():
+        keygen(work / "keys")
 
-    _step("1/6 key pair for signing bundles")
-    from sensorml.bundle import keygen
-
-    keygen(work / "keys")
-
-    _step("2/6 starting the simulated pump (pty + Modbus TCP)")
+    tl.step("2/10 starting the simulated pump (pty + Modbus TCP)")
     sim = Proc([py, "-m", "firmware_bridge.sim.cli", "--serial", "--format", "frames",
                 "--rate", "25600", "--modbus-tcp", "127.0.0.1:0", "--seed", "7"],
                "simulator", work / "simulator.log")
     procs = [sim]
     try:
-        pty = modbus = None
-        while pty is None or modbus is None:
-            line = sim.expect(lambda s: s.startswith(("serial:", "modbus-tcp:", "ready")), 20,
-                              "print its endpoints")
-            if line.startswith("serial:"):
-                pty = line.split()[1]
-            elif line.startswith("modbus-tcp:"):
-                modbus = line.split()[1]
-            elif line == "ready":
+        ends: dict[str, str] = {}
+        while True:
+            line = sim.expect(lambda s: s.split(":")[0] in ("serial", "modbus-tcp", "ready"),
+                              20, "print its endpoints")
+            if line == "ready":
                 break
-        _step(f"    vibration on {pty}, process values on modbus-tcp://{modbus}")
+            kind, rest = line.split(":", 1)
+            ends[kind] = rest.split()[0]
+        pty, modbus = ends["serial"], ends["modbus-tcp"]
+        tl.step(f"     vibration on {pty}, process values on modbus-tcp://{modbus}")
 
-        learn_cfg = write_config(work, pty, modbus, map_path, None)
-        secs = 8.0 if quick else learn_s
-        _step(f"3/6 learning a healthy baseline for {secs:.0f} s")
+        secs = 10.0 if quick else learn_s
+        tl.step(f"3/10 learning a healthy baseline for {secs:.0f} s")
         npz = work / "healthy.npz"
-        rows = learn(load_config(learn_cfg), npz, duration_s=secs, progress=True)
-        _step(f"    {rows} healthy windows")
+        rows = learn(load_config(write_config(work, pty, modbus, map_path, model=False)), npz,
+                     duration_s=secs, progress=sys.stderr.isatty())
+        tl.step(f"     {rows} healthy windows")
 
-        _step("4/6 training, checking and signing the model")
-        bundle = work / "bundles" / "v1"
-        r = subprocess.run([py, "-m", "training.cli", "fit", "--features", str(npz),
-                            "--model", "iforest", "--out", str(bundle), "--key",
-                            str(work / "keys" / "signing.key"), "--name", "demo-pump",
-                            "--version", "1"], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SensormlError(f"demo: training failed: {r.stderr.strip() or r.stdout.strip()}")
-        for line in r.stdout.strip().splitlines():
-            _step("    " + line)
+        tl.step("4/10 training model v1, checking it against scikit-learn, signing it")
+        v1 = work / "bundles" / "v1"
+        out = _run(tl, "training v1", [py, "-m", "training.cli", "--quiet", "fit", "--features",
+                                       str(npz), "--model", "iforest", "--out", str(v1), "--key",
+                                       str(key), "--name", DEVICE, "--version", "1"])
+        for line in out.strip().splitlines():
+            tl.step("     " + line)
 
-        cfg_path = write_config(work, pty, modbus, map_path, bundle)
-        _step("5/6 running the gateway")
+        tl.step(f"5/10 publishing v1 to {store} and naming it in desired/{FLEET}.json")
+        _publish(tl, py, v1, store, key, "1")
+        cfg_path = write_config(work, pty, modbus, map_path, model=True)
+
+        tl.step("6/10 running the gateway (no model yet: hard limits and watchdog only)")
         gw = Proc([py, "-m", "sensorml.cli", "gateway", "--config", str(cfg_path)],
                   "gateway", work / "gateway.log")
         procs.append(gw)
         gw.expect(lambda s: "running" in s, 30, "start")
-        healthy_s = 4.0 if quick else 10.0
-        _step(f"    healthy for {healthy_s:.0f} s (no trip expected)")
-        try:
-            gw.expect(lambda s: "TRIP" in s, healthy_s, "trip", stream="err")
+        _run(tl, "sync (install v1)", [py, "-m", "sensorml.cli", "sync", "--config",
+                                       str(cfg_path), "--once", "--log-format", "text"])
+        msg = _wait_log(gw, f"model {DEVICE} 1 loaded", 20)
+        if not msg:
+            raise SensormlError("demo: the gateway did not load v1; see gateway.log")
+        tl.step(f"     sync verified and installed v1; gateway: {msg}")
+        state = load_config(cfg_path).state_dir
+        healthy_s = 6.0 if quick else 10.0
+        tl.step(f"     healthy for {healthy_s:.0f} s: no trip expected")
+        if _wait_log(gw, "TRIP", healthy_s):
             raise SensormlError("demo: the gateway tripped on a healthy machine; see gateway.log")
-        except SensormlError as e:
-            if "healthy" in str(e):
-                raise
-        _step(f"    injecting fault {fault!r} (severity ramps up over 5 s)")
+        tl.step(f"     injecting fault {fault!r} (severity ramps up over 5 s)")
         t_fault = time.monotonic()
         sim.send(f"fault {fault} 1.0 5s")
-        trip_line = gw.expect(lambda s: "TRIP" in s, 60, "trip on the fault", stream="err")
-        t_trip = time.monotonic()
-        msg = json.loads(trip_line)["msg"] if trip_line.startswith("{") else trip_line
-        _step(f"    {msg} ({t_trip - t_fault:.1f} s after the fault began)")
-        status = _sim_status(sim)
-        _step(f"    simulator: {status[len('ok status '):][:90]}")
-        from sensorml.config import load_config as _lc
-        from sensorml.control import call
-
-        st = call(_lc(cfg_path).state_dir, "/status")
-        _step(f"    gateway latched: tripped={st['tripped']}")
+        msg = _wait_log(gw, "TRIP", 60)
+        if not msg:
+            raise SensormlError(f"demo: no trip within 60 s of the {fault} fault; see gateway.log")
+        tl.step(f"     {msg} ({time.monotonic() - t_fault:.1f} s after the fault began)")
+        tl.step(f"     simulator: {_sim_status(sim)[:70]}")
+        trip_id = _last_event_id(state / "buffer.db", "trip")
+        _run(tl, "label", [py, "-m", "sensorml.cli", "label", "--config", str(cfg_path),
+                           "--event", str(trip_id), "--verdict", "true_fault", "--note",
+                           f"{fault} confirmed at inspection", "--by", "demo"])
+        tl.step(f"     operator labels trip #{trip_id} a true fault; bearing replaced; reset")
         sim.send(f"clear {fault}")
-        r = call(_lc(cfg_path).state_dir, "/reset", {"by": "demo"})
-        _step(f"    reset: {r['detail']}")
+        r = call(state, "/reset", {"by": "demo"})
+        tl.step(f"     reset: {r['detail']}")
+        after_s = 8.0 if quick else 15.0
+        tl.step(f"     running healthy again for {after_s:.0f} s")
+        _wait_log(gw, "TRIP", after_s)
+
+        tl.step(f"7/10 sync: uploading what the gateway saw to {store}")
+        out = _run(tl, "sync (upload)", [py, "-m", "sensorml.cli", "sync", "--config",
+                                         str(cfg_path), "--once", "--log-format", "text"])
+        tl.step("     " + _sync_summary(out))
+
+        tl.step("8/10 retraining v2 from the synced data and the label, publishing it")
+        v2 = work / "bundles" / "v2"
+        out = _run(tl, "training v2", [py, "-m", "training.cli", "fit", "--ingest", store,
+                                       "--device", DEVICE, "--spec", str(v1), "--model",
+                                       "iforest", "--out", str(v2), "--key", str(key),
+                                       "--name", DEVICE, "--version", "2"])
+        tl.step("     " + out.strip().splitlines()[0])
+        _publish(tl, py, v2, store, key, "2")
+
+        tl.step("9/10 sync: the gateway stages v2 and runs it in shadow beside v1")
+        _run(tl, "sync (stage v2)", [py, "-m", "sensorml.cli", "sync", "--config",
+                                     str(cfg_path), "--once", "--log-format", "text"])
+        msg = _wait_log(gw, "in shadow", 20)
+        tl.step(f"     {msg or 'v2 not taken into shadow (see gateway.log)'}")
+        msg = _wait_log(gw, ("promoted", "rolled back"), 60)
+        tl.step(f"     {msg or 'no verdict on v2 within 60 s (see gateway.log)'}")
+        _wait_log(gw, "TRIP", 3.0)  # a few seconds of the new live model for the report
+        st = call(state, "/status")
+        tl.step(f"     live model: {st['model']['name']} {st['model']['version']}, "
+                f"tripped={st['tripped']}")
         gw.stop()
         procs.remove(gw)
 
-        _step("6/6 report")
-        report = write_report(work, cfg_path)
-        _step(f"    {report}")
+        tl.step("10/10 report")
+        from sensorml.demoreport import write_report
+
+        report = write_report(work, tl.rows)
+        tl.step(f"     {report}")
     finally:
         for p in procs:
+            if p is sim:
+                try:
+                    sim.send("quit")
+                except (BrokenPipeError, ValueError, OSError):
+                    pass
             p.stop()
-        try:
-            sim.send("quit")
-        except (BrokenPipeError, ValueError, OSError):
-            pass
-    _step(f"done in {time.monotonic() - t_start:.0f} s")
+    tl.step(f"done in {time.monotonic() - tl.t0:.0f} s")
     return 0
 
 
-def write_report(work: Path, cfg_path: Path) -> Path:
-    """Score trace with thresholds and the trip, from the gateway's own buffer."""
-    db = sqlite3.connect(f"file:{work / 'state' / 'buffer.db'}?mode=ro", uri=True)
-    scores = db.execute("SELECT t, score, verdict FROM scores ORDER BY id").fetchall()
-    trips = [json.loads(d) | {"t": t} for t, d in
-             db.execute("SELECT t, detail FROM events WHERE kind='trip' ORDER BY id")]
-    db.close()
-    man = json.loads((work / "bundles" / "v1" / "manifest.json").read_text())
-    th = man["thresholds"]
-    png = work / "scores.png"
-    plotted = False
-    if scores:
-        try:
-            import matplotlib
+def _publish(tl: Timeline, py: str, bundle: Path, store: str, key: Path, version: str) -> None:
+    _run(tl, f"publish v{version}", [py, "-m", "training.cli", "--quiet", "publish", str(bundle),
+                                     "--store", store, "--key", str(key)])
+    _run(tl, f"desired v{version}", [py, "-m", "sensorml.desired", "--store", store, "--fleet",
+                                     FLEET, "--model", DEVICE, "--version", version, "--key",
+                                     str(key)])
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
 
-            t0 = scores[0][0]
-            fig, ax = plt.subplots(figsize=(10, 4))
-            ax.plot([s[0] - t0 for s in scores], [s[1] for s in scores], lw=0.8, label="score")
-            for name, color in (("warn", "gold"), ("alarm", "orange"), ("trip", "red")):
-                ax.axhline(th[name], color=color, ls="--", lw=1, label=f"{name} {th[name]:.3g}")
-            for tr in trips:
-                ax.axvline(tr["t"] - t0, color="k", lw=1.5, label="trip")
-            ax.set_xlabel("seconds since the gateway started")
-            ax.set_ylabel("anomaly score (higher = worse)")
-            ax.legend(loc="upper left", fontsize=8)
-            fig.tight_layout()
-            fig.savefig(png, dpi=100)
-            plt.close(fig)
-            plotted = True
-        except ImportError:
-            pass
-    rows = "".join(
-        f"<tr><td>{tr.get('cause')}</td><td>{tr.get('reason', '')}</td>"
-        f"<td>{tr.get('sample_to_trip_ms') or 0:.3f} ms</td>"
-        f"<td>{', '.join(str(round(a['latency_ms'], 3)) + ' ms' for a in tr.get('actions', []))}</td></tr>"
-        for tr in trips)
-    html = f"""<!doctype html><meta charset="utf-8"><title>sensorml demo report</title>
-<h1>sensorml demo</h1>
-<p>{len(scores)} windows scored by model {man['name']} {man['version']}
-({man['model_family']}, {man['n_features']} features).
-Thresholds: warn {th['warn']:.4g}, alarm {th['alarm']:.4g}, trip {th['trip']:.4g}
-({man['threshold_method']}).</p>
-{'<img src="scores.png" alt="scores">' if plotted else '<p>(matplotlib not installed: no plot)</p>'}
-<h2>Trips</h2><table border=1 cellpadding=4>
-<tr><th>cause</th><th>reason</th><th>sample-to-trip</th><th>actions</th></tr>{rows}</table>
-<p>Config: {cfg_path}</p>
-"""
-    out = work / "report.html"
-    out.write_text(html)
-    for tr in trips:
-        _step(f"    trip: {tr.get('cause')} — {tr.get('reason', '')}; sample-to-trip "
-              f"{tr.get('sample_to_trip_ms') or 0:.3f} ms")
-    return out
+def _wait_log(gw: Proc, needles: str | tuple[str, ...], timeout: float) -> str:
+    """The gateway's first log message containing a needle within *timeout*, or ''."""
+    needles = (needles,) if isinstance(needles, str) else needles
+
+    def match(line: str) -> bool:
+        return any(n in line for n in needles)
+
+    try:
+        line = gw.expect(match, timeout, "log it", stream="err")
+    except SensormlError as e:
+        if "exited" in str(e):
+            raise
+        return ""
+    return json.loads(line)["msg"] if line.startswith("{") else line
+
+
+def _last_event_id(db: Path, kind: str) -> int:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = c.execute("SELECT max(id) FROM events WHERE kind = ?", (kind,)).fetchone()
+    finally:
+        c.close()
+    if not row or row[0] is None:
+        raise SensormlError(f"demo: no {kind} event in {db}")
+    return int(row[0])
+
+
+def _sync_summary(out: str) -> str:
+    try:
+        rep = json.loads(out)
+    except ValueError:
+        return out.strip().splitlines()[-1] if out.strip() else "synced"
+    up = rep.get("uploaded") or {}
+    rows = ", ".join(f"{k} {v.get('rows', v) if isinstance(v, dict) else v}"
+                     for k, v in up.items()) if isinstance(up, dict) else str(up)
+    return f"uploaded {rows or 'nothing new'}"

@@ -16,8 +16,8 @@ import pytest
 from firmware_bridge.sim.machine import Machine
 from firmware_bridge.sim.schedule import SetPoint
 from sensorml.bundle import keygen
-from sensorml.demo import Proc
 from sensorml.features import FeatureExtractor, FeatureSpec
+from sensorml.procs import Proc
 
 RATE = 25600
 SPEC = dict(channels=["ax", "ay", "az"], sample_rate=RATE, window=1024, hop=512)
