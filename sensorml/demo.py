@@ -179,7 +179,7 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
         tl.step("4/10 training model v1, checking it against scikit-learn, signing it")
         v1 = work / "bundles" / "v1"
         out = _run(tl, "training v1", [py, "-m", "training.cli", "--quiet", "fit", "--features",
-                                       str(npz), "--model", "iforest", "--out", str(v1), "--key",
+                                       str(npz), "--out", str(v1), "--key",
                                        str(key), "--name", DEVICE, "--version", "1"])
         for line in out.strip().splitlines():
             tl.step("     " + line)
@@ -232,8 +232,8 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
         tl.step("8/10 retraining v2 from the synced data and the label, publishing it")
         v2 = work / "bundles" / "v2"
         out = _run(tl, "training v2", [py, "-m", "training.cli", "fit", "--ingest", store,
-                                       "--device", DEVICE, "--spec", str(v1), "--model",
-                                       "iforest", "--out", str(v2), "--key", str(key),
+                                       "--device", DEVICE, "--spec", str(v1),
+                                       "--out", str(v2), "--key", str(key),
                                        "--name", DEVICE, "--version", "2"])
         tl.step("     " + out.strip().splitlines()[0])
         _publish(tl, py, v2, store, key, "2")
@@ -293,15 +293,20 @@ def _wait_log(gw: Proc, needles: str | tuple[str, ...], timeout: float) -> str:
     return json.loads(line)["msg"] if line.startswith("{") else line
 
 
-def _last_event_id(db: Path, kind: str) -> int:
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = c.execute("SELECT max(id) FROM events WHERE kind = ?", (kind,)).fetchone()
-    finally:
-        c.close()
-    if not row or row[0] is None:
-        raise SensormlError(f"demo: no {kind} event in {db}")
-    return int(row[0])
+def _last_event_id(db: Path, kind: str, timeout: float = 10.0) -> int:
+    """The newest *kind* event's id, once the recorder's writer has committed it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = c.execute("SELECT max(id) FROM events WHERE kind = ?", (kind,)).fetchone()
+        finally:
+            c.close()
+        if row and row[0] is not None:
+            return int(row[0])
+        if time.monotonic() > deadline:
+            raise SensormlError(f"demo: no {kind} event in {db} after {timeout:.0f} s")
+        time.sleep(0.1)  # the writer commits within its flush interval (0.2 s)
 
 
 def _sync_summary(out: str) -> str:

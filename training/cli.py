@@ -2,7 +2,7 @@
 
     training fit --table run.csv --time-column t --columns a,b,c --healthy-rows 0:400 \\
                  --key keys/signing.key --name pump --version 3 --out bundles/pump-3
-    training fit --features healthy.npz --model iforest --out bundles/pump-3 \\
+    training fit --features healthy.npz --out bundles/pump-3 \\
                  --key keys/signing.key --name pump --version 3
     training evaluate --bundle bundles/pump-3 --key keys/signing.key --table run.csv \\
                  --fault-rows 400: --out reports/pump-3 --update-bundle
@@ -62,6 +62,12 @@ def _models() -> tuple[str, ...]:
     return tuple(getattr(fit, "MODELS", ("iforest", "pca")))
 
 
+def _default_model() -> str:
+    from training import fit
+
+    return fit.DEFAULT_MODEL
+
+
 def _add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-column", help="column of times (numbers or ISO timestamps)")
     p.add_argument("--delimiter", help="CSV delimiter (default: sniffed)")
@@ -96,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-values", action="store_true", help="table: leave the raw values out")
     f.add_argument("--nan", choices=("reject", "fill"), default="reject",
                    help="missing values: reject (default) or forward fill then column median")
-    f.add_argument("--model", choices=_models(), default="iforest")
+    f.add_argument("--model", choices=_models(), default=_default_model(),
+                   help=f"model family (default {_default_model()})")
     f.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model family parameter (repeatable)")
     f.add_argument("--out", required=True, help="bundle directory (or .tar.gz) to write")

@@ -109,7 +109,7 @@ def test_healthy_time_span_with_iso_bounds_and_fill_policy(work, tmp_path, capsy
     ([], "t,a,b,c\n" + "".join(f"{i},1,{'' if i == 40 else i},2\n" for i in range(99)),
      "training fit: run.csv: column 'b' has 1 missing value(s), first at row 40 (1 in all); "
      "use --nan fill to forward-fill them, or clean the table"),
-    (["--healthy-rows", "0:10"], None,
+    (["--healthy-rows", "0:10", "--model", "iforest"], None,
      "training fit: --healthy-rows 0:10 gives 10 rows; iforest needs at least 50"),
     (["--healthy-time", "5..1"], None, "training fit: --healthy-time: '5..1' ends before it starts"),
 ])
