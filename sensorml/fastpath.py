@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_bridge.actuators import trip_all
 from firmware_bridge.block import Block, Quality
 from firmware_bridge.errors import TripError
 from sensorml.decider import Decider, LimitChecker, TripLatch, Verdict, Watchdog
@@ -56,6 +57,7 @@ class FastPath:
         startup_inhibit_s: float = 0.0,
     ) -> None:
         self.spec = spec
+        self._names = spec.names()
         self.windower = Windower(spec)
         self.extractor = FeatureExtractor(spec)
         self.model = model
@@ -138,7 +140,7 @@ class FastPath:
             self.m.sensor_faults.inc()
             if not self._sensor_fault:
                 self._sensor_fault = True
-                bad = [n for n, v in zip(self.spec.names(), x) if not np.isfinite(v)]
+                bad = [n for n, v in zip(self._names, x) if not np.isfinite(v)]
                 self.recorder.record_event("alarm", {"cause": "sensor", "bad_features": bad[:20],
                                                      "window_seq": w.seq}, priority=0)
                 log.warning("sensor fault: non-finite features %s", ", ".join(bad[:5]))
@@ -169,8 +171,7 @@ class FastPath:
             self.trip("model", {
                 "score": score, "reason": d.reason, "window_seq": w.seq,
                 "model_version": model.version,
-                "features": {n: float(v) for n, v in zip(self.spec.names(), x)},
-            }, t_recv=w.t_recv)
+            }, t_recv=w.t_recv, features=x)
         shadow = self.shadow
         if shadow is not None:  # after the live decision and trip: O(1), never raises
             shadow.offer(x, verdict)
@@ -205,16 +206,18 @@ class FastPath:
             self.recorder.record_event("alarm", {"cause": ev.cause, **detail}, priority=0)
             log.warning("fail-safe alarm: %s", ev.message)
 
-    def trip(self, cause: str, detail: dict, *, t_recv: float) -> bool:
-        """Latch and fire every trip actuator. Returns True if this call tripped."""
+    def trip(self, cause: str, detail: dict, *, t_recv: float,
+             features: np.ndarray | None = None) -> bool:
+        """Latch and fire every trip actuator. Returns True if this call tripped.
+
+        Nothing but the latch comes before the actuators: the features that explain the
+        trip are added to its reason after the stop has gone out."""
         t = self.clock()
         reason = {"cause": cause, **detail}
         if not self.latch.trip(reason, t):
             return False
         results, error = [], None
         t0 = time.perf_counter()
-        from firmware_bridge.actuators import trip_all
-
         try:
             results = trip_all(self.actuators, cause)
         except TripError as e:  # loud: logged, recorded, counted; the latch stays set
@@ -223,6 +226,8 @@ class FastPath:
             self.m.trip_failures.inc()
             log.error("TRIP FAILED: %s", e)
         t1 = time.perf_counter()
+        if features is not None:
+            reason["features"] = dict(zip(self._names, features.tolist()))
         latency = (t1 - t_recv) if t_recv else None
         self.last_trip_latency_s = latency
         self.m.trips.inc()

@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -249,11 +250,14 @@ class Gateway:
         print(f"gateway {self.cfg.device_id} running; metrics http://{self.cfg.metrics.host}:"
               f"{self.control.port}/metrics", flush=True)
         tick = min(0.05, self.watchdog.timeout_s / 4)
+        wd = self.watchdog
         fast, get = self.fast, self.q.get
         try:
             while not self._stop.is_set():
                 try:
-                    kind, item = get(timeout=tick)
+                    # wake when the watchdog's silence deadline passes, not a tick later
+                    left = wd.timeout_s - wd.silent_for()
+                    kind, item = get(timeout=min(tick, left + 0.0005) if left > 0 else tick)
                 except queue.Empty:
                     fast.tick()
                     continue
@@ -402,6 +406,9 @@ def _mtime(bundle: Path) -> tuple:
 
 
 def run_gateway(cfg: GatewayConfig) -> int:
+    # The fast path shares the GIL with the reader, recorder and control threads; a 1 ms
+    # switch interval (CPython's default is 5 ms) bounds how long a window can wait for it.
+    sys.setswitchinterval(0.001)
     gw = Gateway(cfg)
     gw.open()
     signal.signal(signal.SIGTERM, lambda *_: gw.stop())
