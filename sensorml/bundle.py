@@ -40,7 +40,6 @@ from sensorml.errors import (
     BundleSignatureError,
     BundleSpecError,
 )
-from sensorml.signing import keygen, sign_bytes, verify_bytes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -177,13 +176,30 @@ class Bundle:
     signed_by: str | None
 
 
+def keygen(directory: PathLike, name: str = "signing") -> tuple[Path, Path]:
+    """:func:`sensorml.signing.keygen` (kept here for callers of the bundle API)."""
+    from sensorml.signing import keygen as _keygen
+
+    return _keygen(directory, name)
+
+
+def verify_bytes(data: bytes, sig_file: bytes, trusted_keys, *, where: str) -> str:
+    """:func:`sensorml.signing.verify_bytes`, imported on first use (the ``cryptography``
+    package costs a gateway ~9 MB of memory: see :mod:`sensorml.verifychild`)."""
+    from sensorml.signing import verify_bytes as _verify
+
+    return _verify(data, sig_file, trusted_keys, where=where)
+
+
 def load_bundle(path: PathLike, *, trusted_keys, allow_unsigned: bool = False,
-                expected_spec: Any = None) -> Bundle:
+                expected_spec: Any = None, verify=None) -> Bundle:
     """Read and check a bundle directory or ``.tar.gz``; see the module docstring.
 
     *trusted_keys*: PEM paths, PEM bytes or base64 raw Ed25519 public keys; any one may
     have signed the bundle (key rotation). *expected_spec*: a ``FeatureSpec`` (or its
-    ``to_dict()``) the running config produces.
+    ``to_dict()``) the running config produces. *verify*: the signature check, called as
+    ``verify(manifest_bytes, sig_bytes, keys, where=...)`` on the very bytes this function
+    goes on to use (default: in this process; the gateway checks in a child process).
     """
     p = Path(path)
     files = _read_archive(p) if p.is_file() else _read_dir(p)
@@ -195,7 +211,8 @@ def load_bundle(path: PathLike, *, trusted_keys, allow_unsigned: bool = False,
     keys = list(trusted_keys or [])
     signed_by = None
     if SIGNATURE in files and (keys or not allow_unsigned):
-        signed_by = verify_bytes(mbytes, files[SIGNATURE], keys, where=where(SIGNATURE))
+        signed_by = (verify or verify_bytes)(mbytes, files[SIGNATURE], keys,
+                                             where=where(SIGNATURE))
     elif SIGNATURE not in files and not allow_unsigned:
         raise BundleSignatureError(f"{where(SIGNATURE)}: missing (unsigned bundle); sign it with "
                                    "`training sign` or set model.allow_unsigned = true")
@@ -360,6 +377,8 @@ def write_bundle(path: PathLike, manifest: dict, onnx_bytes: bytes,
         raise BundleFormatError(f"{p}: manifest has a non-finite number: {e}") from None
     files = {MANIFEST: mbytes, MODEL: onnx_bytes}
     if private_key_path is not None:
+        from sensorml.signing import sign_bytes
+
         files[SIGNATURE] = sign_bytes(private_key_path, mbytes)
     return _write_files(p, files)
 

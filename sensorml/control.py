@@ -6,57 +6,82 @@ and ``sensorml reset`` find it through ``<state_dir>/gateway.json``.
 from __future__ import annotations
 
 import json
+import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.error import URLError
-from urllib.request import Request, urlopen
 
 from sensorml.errors import SensormlError
 
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+MAX_BODY = 64 * 1024
+
 
 class ControlServer:
+    """A small HTTP/1.0 server on :mod:`socketserver` (``http.server`` would pull in
+    ``http.client`` and ``ssl``: ~7 MB a gateway does not need for three local routes)."""
+
     def __init__(self, gateway, host: str, port: int) -> None:
         gw = gateway
 
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, code: int, body: str, ctype: str = "application/json") -> None:
-                data = body.encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def route(method: str, path: str, body: dict) -> tuple[int, str, str]:
+            path = path.split("?", 1)[0]
+            if method == "GET" and path == "/metrics":
+                return 200, "text/plain; version=0.0.4", gw.metrics.render(gw)
+            if method == "GET" and path == "/status":
+                return 200, "application/json", json.dumps(gw.status(), default=str)
+            if method == "POST" and path == "/reset":
+                return 200, "application/json", json.dumps(
+                    gw.reset(str(body.get("by", "sensorml reset"))))
+            if method == "POST" and path == "/reload":
+                gw.request_reload()
+                return 200, "application/json", json.dumps({"ok": True})
+            if path in ("/metrics", "/status", "/reset", "/reload"):
+                return 405, "application/json", json.dumps({"error": f"{method} {path}"})
+            return 404, "application/json", json.dumps({"error": f"no such path {path}"})
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path == "/metrics":
-                    self._send(200, gw.metrics.render(gw), "text/plain; version=0.0.4")
-                elif self.path == "/status":
-                    self._send(200, json.dumps(gw.status(), default=str))
-                else:
-                    self._send(404, json.dumps({"error": f"no such path {self.path}"}))
+        class Handler(socketserver.StreamRequestHandler):
+            timeout = 10
 
-            def do_POST(self) -> None:  # noqa: N802
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n) or b"{}") if n else {}
-                if self.path == "/reset":
-                    self._send(200, json.dumps(gw.reset(str(body.get("by", "sensorml reset")))))
-                elif self.path == "/reload":
-                    gw.request_reload()
-                    self._send(200, json.dumps({"ok": True}))
-                else:
-                    self._send(404, json.dumps({"error": f"no such path {self.path}"}))
+            def handle(self) -> None:
+                try:
+                    line = self.rfile.readline(8192).decode("latin-1").split()
+                    headers = {}
+                    while True:
+                        h = self.rfile.readline(8192)
+                        if h in (b"\r\n", b"\n", b""):
+                            break
+                        k, _, v = h.decode("latin-1").partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                    if len(line) < 2:
+                        return self._send(400, "application/json", '{"error": "bad request"}')
+                    n = min(int(headers.get("content-length") or 0), MAX_BODY)
+                    raw = self.rfile.read(n) if n else b""
+                    body = json.loads(raw) if raw.strip() else {}
+                    if not isinstance(body, dict):
+                        body = {}
+                except (ValueError, OSError):
+                    return self._send(400, "application/json", '{"error": "bad request"}')
+                self._send(*route(line[0].upper(), line[1], body))
 
-            def log_message(self, *args) -> None:
-                pass
+            def _send(self, code: int, ctype: str, text: str) -> None:
+                data = text.encode()
+                head = (f"HTTP/1.0 {code} {_REASONS.get(code, '')}\r\nContent-Type: {ctype}\r\n"
+                        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+                try:
+                    self.wfile.write(head.encode() + data)
+                except OSError:
+                    pass
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
 
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = Server((host, port), Handler)
         except OSError as e:
             raise SensormlError(
                 f"metrics.port: cannot listen on {host}:{port} ({e.strerror}); "
                 "is another gateway running? use another port or 0") from None
-        self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="control",
                                         daemon=True)
@@ -80,6 +105,9 @@ def gateway_address(state_dir: Path) -> tuple[str, int]:
 
 
 def call(state_dir: Path, path: str, body: dict | None = None, timeout: float = 5.0) -> dict:
+    from urllib.error import URLError
+    from urllib.request import Request, urlopen
+
     host, port = gateway_address(state_dir)
     data = None if body is None else json.dumps(body).encode()
     req = Request(f"http://{host}:{port}{path}", data=data, method="GET" if data is None else "POST")

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from sensorml.errors import SensormlError
-from sensorml.signing import sign_bytes, verify_bytes
 
 __all__ = ["DesiredError", "DesiredState", "Target", "resolve", "canary_bucket",
            "parse_time", "make_desired", "verify_desired", "version_key"]
@@ -202,6 +201,8 @@ def verify_desired(data: bytes, sig: bytes | None, trusted_keys, *, where: str,
                                "(`sensorml desired` / training publish sign them)")
     else:
         try:
+            from sensorml.signing import verify_bytes
+
             verify_bytes(data, sig, trusted_keys, where=f"{where}.sig")
         except SensormlError as e:
             raise DesiredError(str(e)) from None
@@ -235,6 +236,8 @@ def make_desired(scope: str, target: str, model: str, version: str, *,
     doc.update(extra)
     DesiredState.from_dict(doc, f"desired/{target}.json")
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    from sensorml.signing import sign_bytes
+
     return data, (sign_bytes(key, data) if key is not None else None)
 
 

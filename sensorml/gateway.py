@@ -118,6 +118,7 @@ class Gateway:
         """Load and check the configured bundle; swap it in only if every check passes."""
         from sensorml.bundle import load_bundle
         from sensorml.scorer import Scorer
+        from sensorml.verifychild import verify_in_child
 
         mc = self.cfg.model
         if mc.bundle is None:
@@ -125,6 +126,7 @@ class Gateway:
         try:
             self._bundle_mtime = _mtime(mc.bundle)
             bundle = load_bundle(mc.bundle, trusted_keys=list(mc.trusted_keys),
+                                 verify=verify_in_child,
                                  allow_unsigned=mc.allow_unsigned, expected_spec=self.spec)
             scorer = Scorer(bundle)
         except (BundleError, SensormlError, OSError) as e:
@@ -297,6 +299,7 @@ class Gateway:
         from sensorml.bundle import load_bundle
         from sensorml.scorer import Scorer
         from sensorml.shadow import ShadowRunner
+        from sensorml.verifychild import verify_in_child
 
         cand = self.store.link(CANDIDATE)
         if cand == self._candidate_seen:
@@ -314,7 +317,7 @@ class Gateway:
             return
         mc, dc = self.cfg.model, self.cfg.deploy
         try:
-            bundle = load_bundle(self.store.path(name, version), trusted_keys=list(mc.trusted_keys),
+            bundle = load_bundle(self.store.path(name, version), trusted_keys=list(mc.trusted_keys), verify=verify_in_child,
                                  allow_unsigned=mc.allow_unsigned, expected_spec=self.spec)
             scorer = Scorer(bundle)
         except (SensormlError, OSError) as e:

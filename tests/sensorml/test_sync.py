@@ -200,8 +200,10 @@ def _config(tmp_path: Path, store: Path, **sync) -> Path:
 
 def test_sync_process_killed_at_random_moments_loses_and_doubles_nothing(tmp_path):
     db = tmp_path / "buffer.db"
-    fill(db, scores=30000, raws=40, events=20)
-    cfg = _config(tmp_path, tmp_path / "cloud", batch_rows=40)
+    # ~3000 small batches: long enough an upload that random kills land inside it even
+    # on an idle machine (one batch takes ~0.5 ms to write here)
+    fill(db, scores=60000, raws=40, events=20)
+    cfg = _config(tmp_path, tmp_path / "cloud", batch_rows=20)
     rng = random.Random(5)
     cmd = [sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg), "--every", "1s"]
     mid_upload_kills = 0
@@ -209,7 +211,7 @@ def test_sync_process_killed_at_random_moments_loses_and_doubles_nothing(tmp_pat
         before = backlog(db)["scores"]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            p.wait(timeout=rng.uniform(0.4, 1.6))  # dies of SIGKILL at this random moment
+            p.wait(timeout=rng.uniform(0.3, 1.2))  # dies of SIGKILL at this random moment
         except subprocess.TimeoutExpired:
             p.kill()
         p.wait()
