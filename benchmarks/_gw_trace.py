@@ -79,10 +79,10 @@ def _wrap() -> None:
 
     trip = fp.FastPath.trip
 
-    def trip_(self, cause, detail, *, t_recv):
+    def trip_(self, cause, detail, *, t_recv, features=None):
         t = pc()
         feat, sc = last["features"], last["scored"]
-        fired = trip(self, cause, detail, t_recv=t_recv)
+        fired = trip(self, cause, detail, t_recv=t_recv, features=features)
         if fired:
             print(json.dumps({"read": t_recv, "queued": _handled.get(t_recv),
                               "dequeued": _dequeued.get(t_recv), "features": feat,
