@@ -119,6 +119,9 @@ class DeployConfig:
 class MetricsConfig:
     host: str = "127.0.0.1"
     port: int = 9108
+    #: the control port takes POST /reset without authentication: it listens on
+    #: loopback only, unless this is set (then put it behind a firewall or a proxy)
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -329,8 +332,13 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         status_window_s=st.duration("status_window", 3600.0, lo=1.0))
     st.done()
     met = root.table("metrics")
-    metrics = MetricsConfig(met.str("host", "127.0.0.1"), met.int("port", 9108, lo=0, hi=65535))
+    metrics = MetricsConfig(met.str("host", "127.0.0.1"), met.int("port", 9108, lo=0, hi=65535),
+                            met.bool("allow_remote", False))
     met.done()
+    if not metrics.allow_remote and metrics.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"metrics.host: {metrics.host!r} is not loopback; the control port "
+                          "accepts POST /reset without authentication (set "
+                          "metrics.allow_remote = true to expose it anyway)")
     dpt = root.table("deploy")
     deploy = DeployConfig(
         fleet=dpt.str("fleet", "default"),

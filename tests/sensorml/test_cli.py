@@ -49,3 +49,13 @@ def test_a_bad_source_url_names_the_key(tmp_path, capsys):
     assert main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "source.url" in err[0] and "'bogus'" in err[0]
+
+
+def test_the_control_port_stays_on_loopback_unless_asked(tmp_path, capsys):
+    cfg = tmp_path / "g.toml"
+    base = 'device_id = "x"\n[source]\nurl = "sim://pump"\n[metrics]\nhost = "0.0.0.0"\n'
+    cfg.write_text(base)
+    assert main(["check-config", str(cfg)]) == 2
+    assert "metrics.host: '0.0.0.0' is not loopback" in capsys.readouterr().err
+    cfg.write_text(base + "allow_remote = true\n")
+    assert main(["check-config", str(cfg)]) == 0
