@@ -43,6 +43,8 @@ migrations are SQL text too; nothing here would get shorter with it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -107,6 +109,7 @@ class Buffer:
             self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
             self._migrate()
             if not readonly:
+                self._make_ballast()
                 if device is not None:
                     self.set_meta("device_id", device)
                 for t in TABLES:
@@ -150,7 +153,14 @@ class Buffer:
                              "is it on a network filesystem?")
         c.execute("PRAGMA synchronous = NORMAL")
         # Bound the WAL to about a quarter of the cap (the recorder also checkpoints when idle).
-        pages = max(100, min(int(wal_autocheckpoint), self.max_bytes // 4 // 4096))
+        # ... and to an eighth of the free space on its filesystem: a WAL that fills the
+        # disk before its first checkpoint leaves eviction no room to write.
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = self.max_bytes
+        pages = max(100, min(int(wal_autocheckpoint), self.max_bytes // 4 // 4096,
+                             free // 8 // 4096))
         c.execute(f"PRAGMA wal_autocheckpoint = {pages}")
         c.execute(f"PRAGMA journal_size_limit = {min(self.max_bytes // 4, 64 << 20)}")
         if max_pages:
@@ -416,6 +426,34 @@ class Buffer:
         self._last_note = now
         self._pending_note = dict.fromkeys(TABLES, 0)
         self.write(events=[self.event_row("buffer", detail, now)], enforce=False)
+
+    # ------------------------------------------------------------- ballast
+    #: bytes kept in ``<buffer>.ballast`` beside the file: when the filesystem fills up,
+    #: the writer deletes it so that eviction and a checkpoint have room to run
+    BALLAST_BYTES = 256 * 1024
+
+    @property
+    def ballast_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".ballast")
+
+    def _make_ballast(self) -> None:
+        p = self.ballast_path
+        try:
+            if not p.exists() and shutil.disk_usage(p.parent).free > 8 * self.BALLAST_BYTES:
+                with open(p, "wb") as f:
+                    f.write(b"\0" * self.BALLAST_BYTES)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError:
+            pass  # no room for it: nothing to give back later either
+
+    def release_ballast(self) -> bool:
+        """Free the reserved space (the filesystem is full); True if there was some."""
+        try:
+            self.ballast_path.unlink()
+            return True
+        except OSError:
+            return False
 
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         """Run a WAL checkpoint: ``(busy, wal_frames, checkpointed_frames)``."""

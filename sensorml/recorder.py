@@ -382,8 +382,15 @@ class Recorder:
             log.warning("buffer %s write failed (%d errors so far, attempt %d): %s",
                         self.path, n, attempt, msg)
         if "full" in str(e):
+            if buf.release_ballast():  # room for the eviction and checkpoint below
+                log.warning("buffer %s: filesystem full; released the ballast", self.path)
+            try:
+                buf.checkpoint("TRUNCATE")  # the WAL gives its space back first
+            except sqlite3.Error:
+                pass
             try:
                 buf.enforce_cap(force=True)
+                buf.checkpoint("TRUNCATE")
             except sqlite3.Error as e2:
                 log.warning("buffer %s eviction failed: %s", self.path, e2)
         elif attempt < self.max_attempts:
