@@ -99,8 +99,9 @@ def test_train_evaluate_publish_gives_a_signed_bundle_with_the_evaluated_scores(
     ev = b.manifest.metrics["evaluation"]
     assert ev["trip"]["events"] == 4 and ev["trip"]["detected"] >= 3, ev["trip"]
     assert ev["trip"]["false_alarms"] == 0
+    # the gateway's one-row scores equal the offline batch scores to float32 rounding
     diff = next(s for s in text.splitlines() if s.startswith("max |edge - offline|"))
-    assert float(diff.split(":")[1]) < 1e-4
+    assert float(diff.split(":")[1]) < 1e-5
     assert images(nb) >= 1 and "train-evaluate-publish: done" in text
 
 
