@@ -98,7 +98,7 @@ class SerialSource(Source):
         format: str | None = None,
         rate: float | None = None,
         block_samples: int | None = None,
-        reopen_backoff: tuple[float, float] = (0.1, 5.0),
+        reopen_backoff: tuple[float, float] = (0.1, 1.0),
         read_timeout: float = 0.1,
         strict: bool = False,
         clock: Callable[[], float] = time.monotonic,
