@@ -124,7 +124,7 @@ def throughput_ratio(seconds: float = 20.0, rounds: int = 3) -> tuple[float, flo
                 if beside:
                     sy = Proc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg), "--every", "1s"],
                               "sync", root / "sync.log")
-                    time.sleep(1)
+                    time.sleep(3)  # past the sync process start-up (imports)
                 w0, t0 = _windows(state), time.monotonic()
                 time.sleep(seconds)
                 rate = (_windows(state) - w0) / (time.monotonic() - t0)
