@@ -367,7 +367,7 @@ def test_command_nonzero_exit_is_trip_error_with_output():
 
 
 def test_command_timeout_kills_it_and_is_trip_error():
-    act = open_actuator(cmd_spec([PY, "-c", "import time; time.sleep(60)"], timeout=0.3, retries=0))
+    act = open_actuator(cmd_spec([PY, "-c", "import threading; threading.Event().wait()"], timeout=0.3, retries=0))
     t0 = time.monotonic()
     with pytest.raises(TripError, match="did not finish within 300 ms"):
         act.trip()
