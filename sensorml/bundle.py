@@ -21,6 +21,7 @@ trust, each reason its own exception with one line naming the file:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -48,6 +49,7 @@ __all__ = [
     "Bundle",
     "load_bundle",
     "write_bundle",
+    "write_files",
     "unpack_bundle",
     "spec_differences",
     "keygen",
@@ -380,31 +382,45 @@ def write_bundle(path: PathLike, manifest: dict, onnx_bytes: bytes,
         from sensorml.signing import sign_bytes
 
         files[SIGNATURE] = sign_bytes(private_key_path, mbytes)
-    return _write_files(p, files)
+    return write_files(p, files)
 
 
 def unpack_bundle(archive: PathLike, dest: PathLike) -> Path:
     """Safely unpack a bundle archive into directory *dest* (only the three bundle files)."""
-    return _write_files(Path(dest), _read_archive(Path(archive)))
+    return write_files(Path(dest), _read_archive(Path(archive)))
 
 
-def _write_files(p: Path, files: dict[str, bytes]) -> Path:
+def write_files(p: PathLike, files: dict[str, bytes], *, replace: bool = True) -> Path:
+    """Write *files* as the directory (or ``.tar.gz``) *p*, atomically: a temp sibling
+    renamed into place, contents and folder fsynced. An existing *p* is replaced when
+    *replace*, else :class:`FileExistsError` (also when another writer got there first)."""
+    p = Path(p)
     p.parent.mkdir(parents=True, exist_ok=True)
+    if not replace and p.exists():
+        raise FileExistsError(str(p))
     if p.name.endswith((".tar.gz", ".tgz")):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as tf:
             for name, data in files.items():
                 info = tarfile.TarInfo(name)
-                info.size, info.mode = len(data), 0o644
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
                 tf.addfile(info, io.BytesIO(data))
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
+        if replace:
+            os.replace(tmp, p)
+        else:
+            try:
+                os.link(tmp, p)  # fails if p appeared meanwhile
+            finally:
+                os.unlink(tmp)
+        _fsync_dir(p.parent)
         return p
     tmp = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}.tmp-"))
+    old = None
     try:
         for name, data in files.items():
             with open(tmp / name, "wb") as f:
@@ -412,17 +428,35 @@ def _write_files(p: Path, files: dict[str, bytes]) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
-        if p.exists():
+        if replace and p.exists():
             old = p.parent / f".{p.name}.old-{os.getpid()}"
             os.rename(p, old)
+        try:
             os.rename(tmp, p)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, p)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(str(p)) from None
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(p.parent)
     return p
+
+
+def _fsync_dir(p: Path) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def example_manifest(n_features: int = 3, **over: Any) -> dict:

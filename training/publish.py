@@ -18,15 +18,21 @@ verifying it first and keeping the signed bytes unchanged.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sensorml.bundle import MANIFEST, MODEL, SIGNATURE, Bundle, load_bundle, unpack_bundle
+from sensorml.bundle import (
+    MANIFEST,
+    MODEL,
+    SIGNATURE,
+    Bundle,
+    load_bundle,
+    unpack_bundle,
+    write_files,
+)
 from sensorml.errors import ConfigError
 
 __all__ = ["store_root", "version_dir", "release_notes", "publish", "export_bundle",
@@ -144,48 +150,14 @@ def _bundle_files(b: Bundle) -> dict[str, bytes]:
 
 
 def _write_dir_atomic(target: Path, files: dict[str, bytes], force: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not force:
         raise ConfigError(f"{target}: version already published (versions are immutable; "
                           "publish a new version, or --force to replace it)")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o755)
-        old = None
-        if force and target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except OSError as e:
-            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise ConfigError(f"{target}: version was published meanwhile by someone else "
-                                  "(versions are immutable)") from None
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fsync_dir(p: Path) -> None:
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        write_files(target, files, replace=force)
+    except FileExistsError:
+        raise ConfigError(f"{target}: version was published meanwhile by someone else "
+                          "(versions are immutable)") from None
 
 
 def publish(bundle: str | os.PathLike, store: str | os.PathLike, *, trusted_keys=(),
@@ -207,26 +179,7 @@ def export_bundle(src: str | os.PathLike, dest: str | os.PathLike, *, trusted_ke
     d = Path(dest)
     if d.exists() and not force:
         raise ConfigError(f"{d}: exists; choose another path or --force")
-    files = _bundle_files(b)
-    if d.name.endswith((".tar.gz", ".tgz")):
-        import io
-        import tarfile
-
-        d.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tf.addfile(info, io.BytesIO(data))
-        fd, tmp = tempfile.mkstemp(dir=d.parent, prefix=f".{d.name}.tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d)
-    else:
-        _write_dir_atomic(d, files, force)
+    write_files(d, _bundle_files(b))
     load_bundle(d, trusted_keys=list(trusted_keys), allow_unsigned=allow_unsigned)
     return d
 
