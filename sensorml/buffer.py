@@ -24,7 +24,10 @@ Blobs: ``scores.features`` is little-endian float32 (NULL when not kept);
 When the live pages pass ``max_bytes``, rows are evicted lowest priority first, synced
 before unsynced, oldest first; alarm and trip events go last. The file shrinks through
 ``auto_vacuum=INCREMENTAL`` (set when the file is created). The WAL beside it is kept
-small by checkpoints on the writer thread and ``journal_size_limit``.
+small by checkpoints on the writer thread and ``journal_size_limit``. The filesystem
+is a cap too: :meth:`Buffer.guard_free_space` (called by the recorder after its commits)
+evicts by the same priorities when less than a reserve (an eighth of the filesystem, at
+most 64 MiB) is free, so the buffer never fills the disk it shares with the system.
 
 Plain ``sqlite3``, not sqlite-utils: the hot path needs ``executemany`` in one explicit
 transaction (sqlite-utils' ``insert_all`` costs ~35 µs a call), and the schema uses
@@ -152,17 +155,19 @@ class Buffer:
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r}); "
                              "is it on a network filesystem?")
         c.execute("PRAGMA synchronous = NORMAL")
-        # Bound the WAL to about a quarter of the cap (the recorder also checkpoints when idle).
-        # ... and to an eighth of the free space on its filesystem: a WAL that fills the
-        # disk before its first checkpoint leaves eviction no room to write.
+        # Bound the WAL to about a quarter of the cap (the recorder also checkpoints when idle)
+        # ... and to an eighth of the free space on its filesystem and half the free-space
+        # reserve: a checkpoint copies the WAL's new pages into the file, which grows by
+        # them, so a WAL larger than what is left free could never be checkpointed again.
         try:
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
             free = self.max_bytes
-        pages = max(100, min(int(wal_autocheckpoint), self.max_bytes // 4 // 4096,
-                             free // 8 // 4096))
+        reserve = self.free_space_reserve() or self.max_bytes
+        pages = max(16, min(int(wal_autocheckpoint), self.max_bytes // 4 // 4096,
+                            free // 8 // 4096, reserve // 2 // 4096))
         c.execute(f"PRAGMA wal_autocheckpoint = {pages}")
-        c.execute(f"PRAGMA journal_size_limit = {min(self.max_bytes // 4, 64 << 20)}")
+        c.execute(f"PRAGMA journal_size_limit = {max(pages * 4096, min(self.max_bytes // 4, 64 << 20, reserve // 2))}")
         if max_pages:
             c.execute(f"PRAGMA max_page_count = {int(max_pages)}")
 
@@ -373,23 +378,31 @@ class Buffer:
         wal = self.path.with_name(self.path.name + "-wal")
         return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
 
-    def enforce_cap(self, *, force: bool = False) -> dict[str, int]:
+    def enforce_cap(self, *, force: bool = False, target: int | None = None,
+                    keep_events: bool = False) -> dict[str, int]:
         """Evict by priority until live pages are under 90 % of ``max_bytes``.
 
         ``force`` (after 'database or disk is full') frees at least ~10 % of the live
-        pages even when under the cap. Returns rows evicted per table this round.
+        pages even when under the cap; ``target`` (live bytes) evicts down to it;
+        ``keep_events`` leaves events and labels alone.
+        Returns rows evicted per table this round.
         """
         self._commits = self._written = 0
         used = self.used_bytes()
-        target = int(self.max_bytes * 0.9)
+        goal = int(self.max_bytes * 0.9)
         if force:
-            target = min(target, int(used * 0.9))
-        if used <= self.max_bytes and not force:
+            goal = min(goal, int(used * 0.9))
+        if target is not None:
+            goal = min(goal, int(target))
+        if used <= self.max_bytes and not force and (target is None or used <= target):
             return {}
+        target = goal
         c, round_ = self.conn, dict.fromkeys(TABLES, 0)
         c.execute("BEGIN IMMEDIATE")
         try:
             for table, where in EVICTION_ORDER:
+                if keep_events and table in ("events", "labels"):
+                    continue
                 chunk = 32
                 while used > target:
                     n = c.execute(
@@ -417,6 +430,42 @@ class Buffer:
         self._note_evictions()
         return {t: n for t, n in round_.items() if n}
 
+    def free_space_reserve(self) -> int:
+        """Bytes the buffer leaves free on its filesystem: an eighth of it, at most 64 MiB."""
+        try:
+            return min(shutil.disk_usage(self.path.parent).total // 8, 64 << 20)
+        except OSError:
+            return 0
+
+    def guard_free_space(self, reserve: int | None = None) -> dict[str, int]:
+        """Keep ``reserve`` bytes (default :meth:`free_space_reserve`) free on the
+        filesystem: when less is free, truncate the WAL, then evict by priority what the
+        shortfall needs (at least 10 % of the live pages; raw windows and scores only)
+        and give the pages back.
+        Returns rows evicted per table ({} when there was room)."""
+        reserve = self.free_space_reserve() if reserve is None else reserve
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return {}
+        if free >= reserve:
+            return {}
+        try:
+            self.checkpoint("TRUNCATE")
+            free = shutil.disk_usage(self.path.parent).free
+        except (sqlite3.Error, OSError):
+            pass
+        if free >= reserve:
+            return {}
+        used = self.used_bytes()
+        out = self.enforce_cap(target=min(used - (reserve - free), int(used * 0.9)),
+                               keep_events=True)  # events: only a full disk evicts them
+        try:
+            self.checkpoint("TRUNCATE")  # the file shrinks at the checkpoint
+        except sqlite3.Error:
+            pass
+        return out
+
     def _note_evictions(self, force: bool = False) -> None:
         now = self.clock()
         if not force and now - self._last_note < self.note_every_s:
@@ -437,15 +486,30 @@ class Buffer:
         return self.path.with_name(self.path.name + ".ballast")
 
     def _make_ballast(self) -> None:
+        self.restore_ballast(headroom=8)
+
+    def restore_ballast(self, headroom: int = 2) -> bool:
+        """(Re)create the ballast file if it is missing and the filesystem has more than
+        ``headroom`` times its size free. Its size is 256 KiB or 1/32 of the filesystem,
+        whichever is smaller. True if the ballast is there afterwards."""
         p = self.ballast_path
         try:
-            if not p.exists() and shutil.disk_usage(p.parent).free > 8 * self.BALLAST_BYTES:
+            if p.exists():
+                return True
+            du = shutil.disk_usage(p.parent)
+            size = min(self.BALLAST_BYTES, du.total // 32)
+            if size > 0 and du.free > headroom * size:
                 with open(p, "wb") as f:
-                    f.write(b"\0" * self.BALLAST_BYTES)
+                    f.write(b"\0" * size)
                     f.flush()
                     os.fsync(f.fileno())
-        except OSError:
-            pass  # no room for it: nothing to give back later either
+                return True
+        except OSError:  # no room for it: nothing to give back later either
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        return False
 
     def release_ballast(self) -> bool:
         """Free the reserved space (the filesystem is full); True if there was some."""

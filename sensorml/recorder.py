@@ -16,8 +16,14 @@ practice) and are never pushed out by other rows.
 
 Writer errors (e.g. 'database or disk is full') are counted, the buffer evicts and the
 batch is retried; after ``max_attempts`` its scores and raw windows are dropped (counted
-as ``store_dropped``) and its events are kept for the next batch. The thread never dies
-of a SQLite error. WAL checkpoints run on the writer thread only: automatic ones at
+as ``store_dropped``) and its events are kept for the next batch. On a full filesystem
+the events of a failing batch are written on their own first (a few pages, where a batch
+of raw windows needs hundreds), and for ``pressure_s`` after the last 'full' error
+sampled raw windows are dropped (counted) instead of written, so that events, scores and
+alarm windows get the room. Before it comes to that, the writer keeps ``free_reserve``
+bytes free on the filesystem (:meth:`Buffer.guard_free_space`) by evicting by priority. At :meth:`close`, events still unwritten are tried again
+after an eviction; any that still cannot be written are counted in
+``store_dropped["events"]`` and logged. The thread never dies of a SQLite error. WAL checkpoints run on the writer thread only: automatic ones at
 commit, and a PASSIVE one when the writer is idle.
 """
 
@@ -67,7 +73,8 @@ class Recorder:
                  flush_interval_s: float = 0.2, raw_sample_every: int = 1,
                  max_bytes: int = 256 << 20, device: str | None = None,
                  event_lane_size: int = 100_000, max_attempts: int = 3,
-                 idle_checkpoint_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 idle_checkpoint_s: float = 1.0, pressure_s: float = 5.0,
+                 free_reserve: int | None = None, clock: Callable[[], float] = time.time,
                  buffer_options: dict[str, Any] | None = None, start: bool = True) -> None:
         if queue_size < 1 or batch < 1 or raw_sample_every < 1:
             raise StoreError(f"recorder: queue_size ({queue_size}), batch ({batch}) and "
@@ -79,6 +86,10 @@ class Recorder:
         self.event_lane_size = int(event_lane_size)
         self.max_attempts = max(1, int(max_attempts))
         self.idle_checkpoint_s = idle_checkpoint_s
+        self.pressure_s = float(pressure_s)
+        self.free_reserve = free_reserve  # None: Buffer.free_space_reserve()
+        self._reserve = 0
+        self._pressure_until = float("-inf")  # monotonic; sampled raw windows dropped before
         self.clock = clock
         self._buffer_kw = {"max_bytes": max_bytes, "clock": clock, "device": device,
                            **(buffer_options or {})}
@@ -271,6 +282,8 @@ class Recorder:
             self._open_error = e
             self._opened.set()
             return
+        self._reserve = buf.free_space_reserve() if self.free_reserve is None \
+            else self.free_reserve
         self._refresh_stats(buf)
         self._opened.set()
         last_write = time.monotonic()
@@ -287,12 +300,17 @@ class Recorder:
                 elif dirty and now - last_write >= self.idle_checkpoint_s:
                     self._checkpoint(buf)
                     dirty = False
+                if wrote:
+                    self._guard(buf)
                 if wrote or now - stats_at > 1.0:
                     stats_at = now
                     self._refresh_stats(buf)
+                    if now >= self._pressure_until:
+                        buf.restore_ballast()  # room kept for the next full filesystem
                 if self._closing and not any(self._lanes):
                     break
         finally:
+            self._final_events(buf)
             self._refresh_stats(buf)
             try:
                 buf.close()
@@ -338,6 +356,10 @@ class Recorder:
     def _commit(self, buf: Buffer, taken: list[list]) -> bool:
         events = self._retry_events + [self._event_row(buf, it) for it in taken[_EV]]
         self._retry_events = []
+        if taken[_RS] and time.monotonic() < self._pressure_until:
+            with self._lock:  # the filesystem was full moments ago: room for the rest first
+                self.store_dropped["raw_sample"] += len(taken[_RS])
+            taken[_RS] = []
         scores = taken[_SC]
         raws = [(t, reason, prio, to_json(list(ch)), float(rate), dt, to_json(list(shape)), data)
                 for (t, reason, prio, ch, rate, dt, shape, data) in taken[_RA] + taken[_RS]]
@@ -346,7 +368,10 @@ class Recorder:
             try:
                 buf.write(events, scores, raws)
             except sqlite3.Error as e:
-                self._writer_error(buf, e, attempt)
+                self._writer_error(buf, e, attempt, keep_events=bool(scores or raws))
+                if events and (scores or raws) and "full" in str(e) and self._write_events(
+                        buf, events):
+                    events = []  # saved on their own; the rest is tried again
                 continue
             ms = (time.perf_counter() - t0) * 1e3
             with self._lock:
@@ -360,10 +385,42 @@ class Recorder:
             return True
         with self._lock:  # gave up on this batch: keep its events, drop the rest
             self._retry_events = events[-self.event_lane_size:]
+            self.store_dropped["events"] += max(0, len(events) - self.event_lane_size)
             self.store_dropped["scores"] += len(scores)
             self.store_dropped["raw_alarm"] += len(taken[_RA])
             self.store_dropped["raw_sample"] += len(taken[_RS])
         return False
+
+    def _write_events(self, buf: Buffer, events: list[tuple]) -> bool:
+        """Commit events alone (no eviction pass); True if they are in the buffer."""
+        try:
+            buf.write(events, enforce=False)
+        except sqlite3.Error as e:
+            self._writer_error(buf, e, self.max_attempts, keep_events=False)
+            return False
+        with self._lock:
+            self.commits += 1
+            self.last_commit = self.clock()
+            self.written["events"] += len(events)
+        return True
+
+    def _final_events(self, buf: Buffer) -> None:
+        """At close: events that could not be written get a few more tries, each after
+        an eviction; those that still fail are counted as dropped (never silently)."""
+        for _ in range(3):
+            if not self._retry_events:
+                return
+            events, self._retry_events = self._retry_events, []
+            if self._write_events(buf, events):
+                return
+            self._retry_events = events
+        n = len(self._retry_events)
+        if n:
+            with self._lock:
+                self.store_dropped["events"] += n
+            log.error("buffer %s: %d events could not be written before closing (%s); "
+                      "counted as dropped", self.path, n, self.last_error)
+            self._retry_events = []
 
     def _event_row(self, buf: Buffer, item: tuple) -> tuple:
         t, kind, priority, detail = item
@@ -372,7 +429,8 @@ class Recorder:
         except Exception as e:  # noqa: BLE001 - a bad detail must not lose the event
             return buf.event_row(kind, {"unencodable_detail": repr(e)}, t, priority)
 
-    def _writer_error(self, buf: Buffer, e: Exception, attempt: int) -> None:
+    def _writer_error(self, buf: Buffer, e: Exception, attempt: int,
+                      keep_events: bool = True) -> None:
         msg = f"{type(e).__name__}: {e}"
         with self._lock:
             self.errors += 1
@@ -382,6 +440,7 @@ class Recorder:
             log.warning("buffer %s write failed (%d errors so far, attempt %d): %s",
                         self.path, n, attempt, msg)
         if "full" in str(e):
+            self._pressure_until = time.monotonic() + self.pressure_s
             if buf.release_ballast():  # room for the eviction and checkpoint below
                 log.warning("buffer %s: filesystem full; released the ballast", self.path)
             try:
@@ -389,12 +448,24 @@ class Recorder:
             except sqlite3.Error:
                 pass
             try:
-                buf.enforce_cap(force=True)
+                # room for scores and raw windows never costs an event; only events do
+                buf.enforce_cap(force=True, keep_events=keep_events)
                 buf.checkpoint("TRUNCATE")
             except sqlite3.Error as e2:
                 log.warning("buffer %s eviction failed: %s", self.path, e2)
         elif attempt < self.max_attempts:
             threading.Event().wait(0.05 * 2 ** attempt)  # back off (e.g. a busy lock)
+
+    def _guard(self, buf: Buffer) -> None:
+        """The filesystem is a cap too: evict by priority when its free space runs low,
+        and let sampled raw windows give way for ``pressure_s``."""
+        try:
+            evicted = buf.guard_free_space(self._reserve)
+        except sqlite3.Error as e:
+            self._writer_error(buf, e, self.max_attempts)
+            return
+        if evicted:
+            self._pressure_until = time.monotonic() + self.pressure_s
 
     def _checkpoint(self, buf: Buffer) -> None:
         t0 = time.perf_counter()

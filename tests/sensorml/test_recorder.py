@@ -212,6 +212,36 @@ def test_disk_full_is_counted_evicted_and_the_writer_keeps_going(tmp_path):
         assert r.counts()["scores"]["rows"] > 0
 
 
+def test_events_mixed_with_raw_windows_all_reach_a_full_buffer(tmp_path):
+    """A page quota of 300 pages (~1.2 MB) and raw windows of 12 KB, each batch mixing
+    them with trip events: a batch that does not fit must not take its events with it
+    (they are written on their own), and every raw window is accounted for as written,
+    dropped under pressure, or evicted later."""
+    p = tmp_path / "r.db"
+    x = np.ones((1024, 3), np.float32)
+    n_raw, n_ev = 400, 40
+    with Recorder(p, max_bytes=64 << 20, buffer_options={"max_pages": 300},
+                  flush_interval_s=0.05) as rec:
+        for i in range(n_raw):
+            rec.record_raw(float(i), "sample", ("ax", "ay", "az"), 25600.0, x)
+            if i % 10 == 9:
+                rec.record_event("trip", {"i": i})
+            if i % 20 == 19:
+                rec.flush(10.0)
+    st = rec.stats()
+    assert st["errors"] >= 1 and st["buffer"]["evicted"]["events"] == 0
+    assert st["store_dropped"]["events"] == 0 and st["pending_retry_events"] == 0
+    assert st["written"]["events"] >= n_ev
+    raw = st["written"]["raw_sample"] + st["store_dropped"]["raw_sample"] + \
+        st["dropped"]["raw_sample"]
+    assert raw == n_raw
+    with read(p) as r:
+        trips = [json.loads(e["detail"])["i"] if isinstance(e["detail"], str) else e["detail"]["i"]
+                 for e in r.recent_events(1000) if e["kind"] == "trip"]
+        assert sorted(trips) == list(range(9, n_raw, 10))
+        assert r.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_numpy_scalars_from_the_fast_path_are_stored_not_fatal(tmp_path):
     with Recorder(tmp_path / "r.db") as rec:
         rec.record_score(np.float64(1.5), np.int64(7), np.float32(0.75), np.int8(2),
