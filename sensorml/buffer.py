@@ -339,6 +339,19 @@ class Buffer:
             r["detail"] = json.loads(r["detail"])
         return rows
 
+    def pending_trip(self) -> dict | None:
+        """The newest trip event if no reset came after it (a latch to restore after a
+        restart), else None: ``{"id", "t", "detail"}``."""
+        row = self.conn.execute("SELECT id, t, kind, detail FROM events WHERE kind IN "
+                                "('trip', 'reset') ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None or row[2] != "trip":
+            return None
+        try:
+            detail = json.loads(row[3])
+        except ValueError:
+            detail = {}
+        return {"id": row[0], "t": row[1], "detail": detail if isinstance(detail, dict) else {}}
+
     def counts(self) -> dict[str, dict[str, int]]:
         """``{table: {"rows": n, "unsynced": m}}`` for every data table."""
         out = {}

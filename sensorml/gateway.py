@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from firmware_bridge.source import open_source
 from sensorml.config import GatewayConfig
 from sensorml.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
 from sensorml.deploy import CANDIDATE, BundleStore, deployment_state
-from sensorml.errors import BundleError, SensormlError
+from sensorml.errors import BundleError, SensormlError, StoreError
 from sensorml.fastpath import ActiveModel, FastPath
 from sensorml.gwmetrics import GatewayMetrics
 from sensorml.recorder import Recorder
@@ -104,6 +105,32 @@ class Gateway:
                 self._record_event("actuator", {"error": str(e)})
                 self.actuators.append(open_actuator(spec, serial_link=link, connect=False))
         self.load_model(initial=True)
+        self._restore_latch()
+
+    def _restore_latch(self) -> None:
+        """A trip survives a restart: if the buffer's newest trip event has no reset after
+        it (the gateway crashed, was killed or rebooted while tripped), start latched with
+        that reason; :meth:`run` re-sends the stop. Only an operator's reset clears it."""
+        from sensorml.buffer import Buffer
+
+        path = self.cfg.buffer.path
+        if not path.exists():
+            return
+        try:
+            with Buffer(path, readonly=True) as b:
+                pending = b.pending_trip()
+        except (StoreError, sqlite3.Error) as e:
+            log.error("cannot read the last trip from %s (%s): starting unlatched", path, e)
+            return
+        if pending is None:
+            return
+        d = pending["detail"]
+        reason = {k: v for k, v in d.items()
+                  if k not in ("actions", "features", "action_ms", "sample_to_trip_ms", "error")}
+        reason.update(restored=True, tripped_at=pending["t"], event_id=pending["id"])
+        self.latch.trip(reason, float(pending["t"]))
+        log.warning("latched trip restored from the buffer (event %d, cause %s): the machine stays "
+                    "stopped until a reset", pending["id"], d.get("cause"))
 
     @staticmethod
     def _source_options(s) -> dict:
@@ -246,7 +273,11 @@ class Gateway:
         for s in self.sources:
             s.start()
         threading.Thread(target=self._reload_loop, name="model-reload", daemon=True).start()
-        self._record_event("start", {"model": self.model.version if self.model else None})
+        restored = self.latch.reason if self.latch.tripped else None
+        if restored is not None:
+            self._reassert_trip(restored)
+        self._record_event("start", {"model": self.model.version if self.model else None,
+                                     "tripped": restored})
         log.info("gateway %s running: control on %s:%d", self.cfg.device_id,
                  self.cfg.metrics.host, self.control.port)
         print(f"gateway {self.cfg.device_id} running; metrics http://{self.cfg.metrics.host}:"
@@ -272,6 +303,18 @@ class Gateway:
                 fast.tick()
         finally:
             self.close()
+
+    def _reassert_trip(self, reason: dict) -> None:
+        """Send the stop again after a restart while tripped (the trip actions are
+        idempotent: a coil set, a register written, a command sent)."""
+        from firmware_bridge.actuators import trip_all
+        from firmware_bridge.errors import TripError
+
+        try:
+            trip_all(self.actuators, str(reason.get("cause", "restored")))
+        except TripError as e:
+            log.error("TRIP re-sent after the restart FAILED: %s", e)
+            self.metrics.trip_failures.inc()
 
     def _source_event(self, ev) -> None:
         self.metrics.source_events.inc()

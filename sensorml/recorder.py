@@ -132,8 +132,8 @@ class Recorder:
                 return
             self._lanes[_EV].append(item)
             self._enq[_EV] += 1
-        if kind in ("trip", "alarm", "limit", "watchdog"):
-            self._wake.set()  # rare; persist promptly
+        if kind in ("trip", "reset", "alarm", "limit", "watchdog"):
+            self._wake.set()  # rare; persist promptly (a restart restores the latch from them)
 
     def record_score(self, t: float, window_seq: int, score: float, verdict: int,
                      model_version: str | None, features: np.ndarray | None = None) -> None:

@@ -12,8 +12,10 @@ was spawned, i.e. while it opens the buffer and loads the model), then check tha
 - recovery: spawn -> first window scored (the first score row's timestamp) <= 2 s.
 
 The simulated pump has a ``spikes`` sensor fault from 0.3 s of each run and a hard limit
-on ``ax``: the last round runs uncut and must trip (the trip path is armed after the
-cuts; the model is held off by the 5 s start-up inhibit, so it is the limit). SIGKILL is a process death, not a loss of the page cache: the buffer runs WAL with
+on ``ax``: the last round runs uncut: it starts latched if a cut round recorded a trip (a trip
+survives a crash until an operator resets it), and after the reset it must trip (the
+trip path is armed after the cuts; the model is held off by the 5 s start-up inhibit, so
+it is the limit). SIGKILL is a process death, not a loss of the page cache: the buffer runs WAL with
 ``synchronous=NORMAL``, so after a real power loss the last commits may roll back (the
 file stays consistent); this suite checks the process-death half.
 
@@ -158,10 +160,19 @@ def test_sigkill_gateway_at_random_moments_loses_no_committed_row(
         trips_recorded += fx.rows(db, "SELECT count(*) FROM events WHERE kind = 'trip' "
                                       "AND t >= ?", (t_spawn,))[0][0]
 
-    # the last round: uncut; the hard limit must trip, then a clean stop
+    # the last round: uncut. A trip recorded by a cut round has no reset after it, so the
+    # gateway starts latched with that reason (the machine stays stopped across the
+    # crash); after the operator's reset the hard limit must trip again; then a clean stop
     t_spawn = time.time()
     gw = fx.start_gateway(cfg, log_name="gateway-last.log")
+    state = tmp_path / "state"
     try:
+        st = fx.status(state)
+        assert st["tripped"] is (trips_recorded > 0), (st["tripped"], trips_recorded)
+        if trips_recorded:
+            assert st["trip_reason"]["restored"] is True
+            assert st["trip_reason"]["cause"] == "limit"
+            assert fx.reset(state)["ok"]
         trip = fx.log_json(gw, lambda m: m.startswith("TRIP"), 10, "trip on the hard limit")
         assert "cause=limit" in trip["msg"]
         gw.p.terminate()
@@ -215,3 +226,81 @@ def test_sigkill_sync_job_at_random_moments_each_row_once_in_the_lake(
                      batch_objects=sum(1 for _ in lake.rglob("*.smlb.gz")))
     assert not any(dup.values()), dup
     assert not any(lost.values()), lost
+
+
+LATCH_BODY = '''
+[source]
+url = "sim://pump?rate=25600&seed=2{faults}"
+[model]
+bundle = "{bundle}"
+trusted_keys = ["{pub}"]
+[[limits]]
+channel = "ax"
+above = 4.0
+[[trip]]
+kind = "command"
+argv = ["/bin/sh", "-c", "echo $SENSORML_ACTION >> {actions}"]
+reset_argv = ["/bin/sh", "-c", "echo $SENSORML_ACTION >> {actions}"]
+'''
+
+
+def test_a_trip_survives_a_sigkill_until_an_operator_resets_it(tmp_path, bundle, keys, fx):
+    """The gateway trips on the hard limit and is SIGKILLed while latched (a crash, an OOM
+    kill, a power cut of the gateway alone): the restarted gateway must start latched with
+    the same cause, send the stop again (the hook runs with ``trip``), and stay latched
+    until ``reset``; after a reset and another kill it starts unlatched. The hook writes
+    each action to a file, standing in for the relay. The restarts run the healed pump
+    (no fault in the source URL), so only the restored latch can hold it stopped."""
+    actions = tmp_path / "actions.txt"
+
+    def config(faults: str):
+        return fx.write_config(tmp_path, LATCH_BODY.format(bundle=bundle, pub=keys[1],
+                                                           actions=actions, faults=faults))
+
+    cfg = config("&faults=spikes@300ms")
+    state = tmp_path / "state"
+
+    def acts() -> list[str]:
+        return actions.read_text().split() if actions.exists() else []
+
+    gw = fx.start_gateway(cfg, log_name="gateway-0.log")
+    try:
+        fx.log_json(gw, lambda m: m.startswith("TRIP"), 10, "trip on the hard limit")
+        fx.wait_until(lambda: fx.rows(state / "buffer.db",
+                                      "SELECT count(*) FROM events WHERE kind = 'trip'")[0][0],
+                      5, "the trip event committed")
+        gw.p.send_signal(signal.SIGKILL)
+        gw.p.wait(10)
+    finally:
+        gw.stop()
+    assert acts() == ["trip"]
+
+    cfg = config("")
+    gw = fx.start_gateway(cfg, log_name="gateway-1.log")
+    try:
+        st = fx.status(state)
+        assert st["tripped"] is True and st["trip_reason"]["restored"] is True
+        assert st["trip_reason"]["cause"] == "limit"
+        fx.wait_until(lambda: acts() == ["trip", "trip"], 5, "the stop sent again at start")
+        fx.wait_until(lambda: fx.status(state)["windows"] > 20, 10, "windows scored")
+        assert fx.status(state)["tripped"] is True  # still latched while it runs
+        assert fx.reset(state)["ok"]
+        assert acts() == ["trip", "trip", "reset"] and not fx.status(state)["tripped"]
+        fx.wait_until(lambda: fx.rows(state / "buffer.db",
+                                      "SELECT count(*) FROM events WHERE kind = 'reset'")[0][0],
+                      5, "the reset event committed")
+        gw.p.send_signal(signal.SIGKILL)
+        gw.p.wait(10)
+    finally:
+        gw.stop()
+
+    gw = fx.start_gateway(cfg, log_name="gateway-2.log")
+    try:
+        fx.wait_until(lambda: fx.status(state)["windows"] > 20, 10, "windows scored")
+        assert fx.status(state)["tripped"] is False and acts() == ["trip", "trip", "reset"]
+        starts = fx.rows(state / "buffer.db",
+                         "SELECT detail FROM events WHERE kind = 'start' ORDER BY id")
+        assert len(starts) == 3
+        assert '"restored": true' in starts[1][0] and '"tripped": null' in starts[2][0]
+    finally:
+        gw.stop()
