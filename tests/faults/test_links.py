@@ -224,3 +224,57 @@ map = "{tmp_path / 'two.toml'}"
         dead_device * 1e3, 1), server_restart_recovered_after_return_ms=round(restart * 1e3, 1),
         outage_s=1.0, probe_backoff="0.2 s doubling to 5 s")
     assert dead_device <= 2.0 and restart <= 2.0
+
+
+def test_modbus_link_that_goes_silent_then_returns(tmp_path, fx, procs, fault_report):
+    """The link to the Modbus server stays up but nothing answers (a switch port hanging,
+    a gateway PLC frozen): the fault proxy (``tests/faultproxy.py``) drops the open
+    connection and then holds every new one without relaying a byte. Reads time out, the
+    outage is reported, windows go on; when the proxy relays again, polling resumes
+    within 2 s."""
+    from faultproxy import FaultProxy
+
+    from firmware_bridge.modbus.testserver import ModbusTestServer
+
+    (tmp_path / "two.toml").write_text(MAP)
+    server = ModbusTestServer({1: {"holding": 16}, 2: {"holding": 16}}).start()
+    proxy = FaultProxy(int(server.url.rsplit(":", 1)[1].split("?")[0]))
+    try:
+        url = f"modbus-tcp://127.0.0.1:{proxy.port}?rate=20&timeout=100ms"
+        cfg = fx.write_config(tmp_path, f'''
+[source]
+url = "sim://pump?rate=8000&seed=2"
+[[slow_sources]]
+url = "{url}"
+map = "{tmp_path / 'two.toml'}"
+''')
+        gw = fx.start_gateway(cfg)
+        procs.append(gw)
+        state = tmp_path / "state"
+
+        def mb() -> dict:
+            return fx.status(state)["sources"][url]
+
+        fx.wait_until(lambda: mb()["polls"] > 5, 10, "Modbus polls")
+        proxy.mode = "blackhole"
+        proxy.cut()
+        fx.log_json(gw, lambda m: " outage " in m, 5, "the silent link reported")
+        w0 = fx.status(state)["windows"]
+        _hold(1.5)
+        assert proxy.held >= 1  # the gateway reconnected into the silence
+        assert fx.status(state)["windows"] > w0 + 20  # the fast path goes on
+        proxy.mode = "relay"
+        proxy.cut()  # the held connections end, as a recovering switch would
+        t_back = time.time()
+        ev = fx.log_json(gw, lambda m: " recovered " in m, 10, "the link back")
+        polls = mb()["polls"]
+        fx.wait_until(lambda: mb()["polls"] > polls + 5, 5, "polling again")
+        back = ev["t"] - t_back
+        st = fx.status(state)
+        assert gw.p.poll() is None and not st["tripped"]
+    finally:
+        proxy.close()
+        server.close()
+    fault_report.add("links_modbus_silent", recovered_after_return_ms=round(back * 1e3, 1),
+                     held_connections=proxy.held, silence_s=1.5)
+    assert back <= 2.0

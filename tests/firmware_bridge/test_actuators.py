@@ -8,13 +8,13 @@ import logging
 import os
 import pty
 import select
-import socket
 import sys
 import threading
 import time
 import tty
 
 import pytest
+from faultproxy import FaultProxy
 from pymodbus import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -137,66 +137,12 @@ def test_silent_device_times_out_each_attempt(server):
         act.close()
 
 
-class CuttableProxy:
-    """A TCP relay in front of the Modbus server whose :meth:`cut` closes the client's
-    connection, as a PLC or a NAT does with an idle connection."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.upstream_port = upstream_port
-        self.conns: list[socket.socket] = []
-        self._accepted = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        pairs: dict[socket.socket, socket.socket] = {}
-        while True:
-            try:
-                r, _, _ = select.select([self.listener, *pairs], [], [], 0.05)
-            except (OSError, ValueError):
-                return
-            for s in r:
-                if s is self.listener:
-                    try:
-                        c, _ = self.listener.accept()
-                    except OSError:
-                        return
-                    u = socket.create_connection(("127.0.0.1", self.upstream_port))
-                    pairs[c], pairs[u] = u, c
-                    with self._accepted:
-                        self.conns.append(c)
-                        self._accepted.notify_all()
-                    continue
-                try:
-                    data = s.recv(4096)
-                except OSError:
-                    data = b""
-                if data:
-                    pairs[s].sendall(data)
-                else:  # one side closed: close both
-                    other = pairs.pop(s)
-                    pairs.pop(other, None)
-                    s.close()
-                    other.close()
-
-    def cut(self) -> None:
-        with self._accepted:
-            self._accepted.wait_for(lambda: self.conns, 5)
-            for c in self.conns:
-                c.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.listener.close()
-        self._thread.join(5)
-
-
 def test_connection_dropped_while_idle_trips_on_first_attempt(server):
-    proxy = CuttableProxy(server.port)
+    proxy = FaultProxy(server.port)  # cut() closes the idle connection, as a PLC or NAT does
     act = open_actuator(coil_spec(f"modbus-tcp://127.0.0.1:{proxy.port}", address=1))
     try:
-        proxy.cut()
+        assert proxy.wait_connections(1)
+        assert proxy.cut() == 2
         # wait (deadline) until the FIN has reached our idle socket
         assert select.select([act.client.socket], [], [], 5)[0]
         r = act.trip()

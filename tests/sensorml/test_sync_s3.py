@@ -1,16 +1,15 @@
 """The sync job against a real S3 protocol server on 127.0.0.1 (moto's server mode), and
-through a TCP relay that drops connections in the middle of requests and responses."""
+through the fault proxy (``tests/faultproxy.py``): connections dropped in the middle of
+requests and responses, and the endpoint answering 500 and 503."""
 
 from __future__ import annotations
 
 import json
-import random
-import socket
-import threading
 from collections import Counter
 
 import numpy as np
 import pytest
+from faultproxy import FaultProxy
 
 from sensorml.batch import decode_batch
 from sensorml.buffer import Buffer
@@ -95,57 +94,10 @@ def test_sync_to_s3_exactly_once(tmp_path, endpoint, monkeypatch):
     assert json.loads(store.get("status/gw1.json"))["backlog"]["scores"] == 0
 
 
-class Relay:
-    """127.0.0.1 TCP relay to the S3 server that cuts a share of connections after a
-    random number of bytes, in either direction (a link dropping mid-body)."""
-
-    def __init__(self, upstream: str, seed: int, p: float = 0.9) -> None:
-        host, port = upstream.rsplit("//", 1)[1].split(":")
-        self.up = (host, int(port))
-        self.rng, self.p, self.cuts = random.Random(seed), p, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            u = socket.create_connection(self.up)
-            cut = self.rng.randint(200, 300_000) if self.rng.random() < self.p else None
-            down = self.rng.random() < 0.5
-            threading.Thread(target=self._pump, args=(c, u, None if down else cut), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c, cut if down else None), daemon=True).start()
-
-    def _pump(self, a: socket.socket, b: socket.socket, cut: int | None) -> None:
-        n = 0
-        try:
-            while data := a.recv(65536):
-                if cut is not None and n + len(data) >= cut:
-                    b.sendall(data[:cut - n])
-                    self.cuts += 1
-                    break
-                b.sendall(data)
-                n += len(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_connections_dropped_mid_request_then_reruns_give_each_row_once(tmp_path, endpoint,
                                                                          monkeypatch):
     direct = s3store(endpoint, "dropped", monkeypatch)
-    relay = Relay(endpoint, seed=3)
+    relay = FaultProxy(int(endpoint.rsplit(":", 1)[1]), seed=3, cut_share=0.9)
     monkeypatch.setenv("SENSORML_S3_ENDPOINT", relay.url)
     flaky = open_store("s3://dropped/fleet-a", region="us-east-1")
     db = tmp_path / "buffer.db"
@@ -165,3 +117,36 @@ def test_connections_dropped_mid_request_then_reruns_give_each_row_once(tmp_path
     assert failed > 0 and relay.cuts > 0
     c = lake(direct)
     assert len(c) == 6001 and set(c.values()) == {1}
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_endpoint_answering_errors_then_reruns_give_each_row_once(tmp_path, endpoint,
+                                                                  monkeypatch, status):
+    """Half of the connections to the store get an HTTP ``status`` (an overloaded or
+    failing S3 endpoint): runs fail or retry, nothing is marked synced that the store
+    did not confirm, and reruns leave every row exactly once at the lake."""
+    direct = s3store(endpoint, f"errors{status}", monkeypatch)
+    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]), seed=status)
+    proxy.http_error = (status, 0.5)
+    monkeypatch.setenv("SENSORML_S3_ENDPOINT", proxy.url)
+    flaky = open_store(f"s3://errors{status}/fleet-a", region="us-east-1")
+    db = tmp_path / "buffer.db"
+    fill(db, 3000)
+    job = SyncJob(db, flaky, "gw1", batch_rows=300)
+    failed = 0
+    for _ in range(80):
+        try:
+            job.run_once()
+        except SyncFailed as e:
+            failed += 1
+            assert str(status) in str(e) or "Error" in str(e), e
+            continue
+        with Buffer(db, readonly=True) as b:
+            if not b.counts()["scores"]["unsynced"]:
+                break
+    proxy.close()
+    assert proxy.http_errors > 0
+    with Buffer(db, readonly=True) as b:
+        assert b.counts()["scores"]["unsynced"] == 0
+    c = lake(direct)
+    assert len(c) == 3001 and set(c.values()) == {1}
