@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench soak clean
+.PHONY: install demo test lint bench soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ bench: install
 SOAK_MINUTES ?= 60
 soak: install
 	$(BIN)/python -m benchmarks.soak --minutes $(SOAK_MINUTES)
+
+# Coverage-guided fuzzing (atheris) of the frame/CSV decoders and the map/config loaders.
+FUZZ_RUNS ?= 200000
+fuzz: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[fuzz]'
+	$(BIN)/python -m benchmarks.fuzz --runs $(FUZZ_RUNS)
 
 lint: install
 	$(BIN)/ruff check .

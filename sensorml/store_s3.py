@@ -50,6 +50,8 @@ def load_credentials(path: str | Path | None = None, env: dict | None = None) ->
             d = tomllib.loads(p.read_text())
         except FileNotFoundError:
             raise CloudError(f"sync.credentials: {p} not found") from None
+        except UnicodeDecodeError as e:
+            raise CloudError(f"sync.credentials: {p} is not UTF-8 text (byte {e.start})") from None
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise CloudError(f"sync.credentials: cannot read {p} "
                              f"({getattr(e, 'strerror', None) or 'not valid TOML'})") from None

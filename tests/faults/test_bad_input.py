@@ -309,6 +309,33 @@ def test_register_map_files_of_garbage(tmp_path):
         assert "\n" not in str(ei.value) and str(ei.value).startswith(str(p))
 
 
+def test_gateway_config_files_of_garbage(tmp_path):
+    """Found by the atheris run (benchmarks/fuzz.py): a config with bytes that are not
+    UTF-8 was a UnicodeDecodeError traceback; it must be a one-line error naming the file
+    and the byte."""
+    from sensorml.config import load_config
+    from sensorml.errors import ConfigError
+
+    rng = np.random.default_rng(SEED)
+    p = tmp_path / "gateway.toml"
+    base = (Path(__file__).resolve().parents[2] / "data/configs/serial_vibration.toml").read_bytes()
+    for i in range(200):
+        if i % 2:
+            data = rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+        else:  # a valid config with a few bytes overwritten, as a bad copy leaves it
+            b = bytearray(base)
+            for k in rng.integers(0, len(b), 4):
+                b[k] = int(rng.integers(128, 256))
+            data = bytes(b)
+        p.write_bytes(data)
+        with pytest.raises(ConfigError) as ei:
+            load_config(p)
+        assert "\n" not in str(ei.value) and str(ei.value).startswith(str(p))
+    p.write_bytes(b"device_id = \"pump\xff\"\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 17\)"):
+        load_config(p)
+
+
 def _toml(d: dict) -> str:
     """A small TOML writer for the configs here (tables, arrays of tables, scalars)."""
     def val(v):
