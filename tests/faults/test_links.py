@@ -173,28 +173,35 @@ type = "float32"
 '''
 
 
-def test_modbus_server_restart_and_one_dead_device(tmp_path, fx, procs, fault_report):
-    from firmware_bridge.modbus.testserver import ModbusTestServer
-
+def _modbus_gateway(tmp_path, fx, procs, url: str):
+    """A gateway with a ``sim://`` fast source and the two-device map polled at ``url``;
+    returns it, its state folder and a function giving the Modbus source's stats."""
     (tmp_path / "two.toml").write_text(MAP)
-    server = ModbusTestServer({1: {"holding": 16}, 2: {"holding": 16}}).start()
-    try:
-        url = f"{server.url}?rate=20&timeout=100ms"
-        cfg = fx.write_config(tmp_path, f'''
+    cfg = fx.write_config(tmp_path, f'''
 [source]
 url = "sim://pump?rate=8000&seed=2"
 [[slow_sources]]
 url = "{url}"
 map = "{tmp_path / 'two.toml'}"
 ''')
-        gw = fx.start_gateway(cfg)
-        procs.append(gw)
-        state = tmp_path / "state"
+    gw = fx.start_gateway(cfg)
+    procs.append(gw)
+    state = tmp_path / "state"
 
-        def mb() -> dict:
-            return fx.status(state)["sources"][url]
+    def mb() -> dict:
+        return fx.status(state)["sources"][url]
 
-        fx.wait_until(lambda: mb()["polls"] > 5, 10, "Modbus polls")
+    fx.wait_until(lambda: mb()["polls"] > 5, 10, "Modbus polls")
+    return gw, state, mb
+
+
+def test_modbus_server_restart_and_one_dead_device(tmp_path, fx, procs, fault_report):
+    from firmware_bridge.modbus.testserver import ModbusTestServer
+
+    server = ModbusTestServer({1: {"holding": 16}, 2: {"holding": 16}}).start()
+    try:
+        gw, state, mb = _modbus_gateway(tmp_path, fx, procs,
+                                        f"{server.url}?rate=20&timeout=100ms")
         w0 = fx.status(state)["windows"]
 
         server.set_offline(2)
@@ -236,26 +243,11 @@ def test_modbus_link_that_goes_silent_then_returns(tmp_path, fx, procs, fault_re
 
     from firmware_bridge.modbus.testserver import ModbusTestServer
 
-    (tmp_path / "two.toml").write_text(MAP)
     server = ModbusTestServer({1: {"holding": 16}, 2: {"holding": 16}}).start()
     proxy = FaultProxy(int(server.url.rsplit(":", 1)[1].split("?")[0]))
     try:
-        url = f"modbus-tcp://127.0.0.1:{proxy.port}?rate=20&timeout=100ms"
-        cfg = fx.write_config(tmp_path, f'''
-[source]
-url = "sim://pump?rate=8000&seed=2"
-[[slow_sources]]
-url = "{url}"
-map = "{tmp_path / 'two.toml'}"
-''')
-        gw = fx.start_gateway(cfg)
-        procs.append(gw)
-        state = tmp_path / "state"
-
-        def mb() -> dict:
-            return fx.status(state)["sources"][url]
-
-        fx.wait_until(lambda: mb()["polls"] > 5, 10, "Modbus polls")
+        gw, state, mb = _modbus_gateway(
+            tmp_path, fx, procs, f"modbus-tcp://127.0.0.1:{proxy.port}?rate=20&timeout=100ms")
         proxy.mode = "blackhole"
         proxy.cut()
         fx.log_json(gw, lambda m: " outage " in m, 5, "the silent link reported")
