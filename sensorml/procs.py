@@ -16,11 +16,11 @@ from sensorml.errors import SensormlError
 class Proc:
     """A child process whose stdout/stderr lines are read into queues by threads."""
 
-    def __init__(self, argv: list[str], name: str, log: Path) -> None:
+    def __init__(self, argv: list[str], name: str, log: Path, env: dict | None = None) -> None:
         self.name = name
         self.log = log.open("w")
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+                                  stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.out: queue.Queue = queue.Queue()
         self.err: queue.Queue = queue.Queue()
         for stream, q in ((self.p.stdout, self.out), (self.p.stderr, self.err)):

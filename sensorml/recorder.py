@@ -262,6 +262,11 @@ class Recorder:
             q.labels(lane=lane).set_function(lambda q=self._lanes[i]: len(q))
             w.labels(lane=lane).set_function(lambda lane=lane: self.written[lane])
             d.labels(lane=lane).set_function(lambda lane=lane: self.dropped[lane])
+        sd = registry.counter(f"{prefix}_store_dropped_total",
+                              "Rows the buffer could not take (disk full, given up after "
+                              "retries, or sampled raw windows giving way).", ("lane",))
+        for lane in LANES:
+            sd.labels(lane=lane).set_function(lambda lane=lane: self.store_dropped[lane])
         registry.counter(f"{prefix}_errors_total", "Buffer write errors (retried).") \
             .set_function(lambda: self.errors)
         ev = registry.counter(f"{prefix}_evicted_total", "Rows evicted by the size cap.",

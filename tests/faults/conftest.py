@@ -26,10 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # benchmarks.soak holds the small model the suite shares
     sys.path.insert(0, str(ROOT))
 
+import gwprocs  # noqa: E402
+from gwprocs import Proc, log_json, start_sim  # noqa: E402
+
 from benchmarks.soak import make_bundle  # noqa: E402
 from firmware_bridge.codec.frames import encode_frame  # noqa: E402
 from sensorml.bundle import keygen  # noqa: E402
-from sensorml.demo import Proc  # noqa: E402
 
 GW_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -98,73 +100,14 @@ def bundle_8k(tmp_path_factory, keys) -> Path:
 
 
 # ------------------------------------------------------------------ processes
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes started by a test; all stopped at the end whatever happens."""
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):
-        if p.name == "simulator":
-            try:
-                p.send("quit")
-            except (BrokenPipeError, OSError, ValueError):
-                pass
-        p.stop()
-
-
 def write_config(tmp_path: Path, body: str, name: str = "gateway.toml",
                  state: str = "state") -> Path:
-    p = tmp_path / name
-    p.write_text(f'device_id = "fault-pump"\nstate_dir = "{tmp_path / state}"\n'
-                 f'[metrics]\nport = 0\n{body}')
-    return p
-
-
-class EnvProc(Proc):
-    """:class:`sensorml.demo.Proc` with the environment of our choice."""
-
-    def __init__(self, argv: list[str], name: str, log: Path, env: dict | None = None) -> None:
-        import queue
-        import subprocess
-
-        self.name = name
-        self.log = log.open("w")
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1, env=env or GW_ENV)
-        self.out: queue.Queue = queue.Queue()
-        self.err: queue.Queue = queue.Queue()
-        for stream, q in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+    return gwprocs.write_config(tmp_path, body, device_id="fault-pump", name=name, state=state)
 
 
 def start_gateway(cfg: Path, log_name: str = "gateway.log", wait: bool = True) -> Proc:
-    """``sensorml gateway --config cfg`` as a process (waits for its ``running`` line)."""
-    gw = EnvProc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)],
-                 "gateway", cfg.parent / log_name)
-    if wait:
-        gw.expect(lambda s: "running" in s, 30, "start")
-    return gw
-
-
-def start_sim(tmp_path: Path, *args: str, log_name: str = "simulator.log") -> tuple[Proc, dict]:
-    """Run ``sensorml simulate`` as a process; returns it and its endpoints."""
-    sim = Proc([sys.executable, "-m", "firmware_bridge.sim.cli", *args], "simulator",
-               tmp_path / log_name)
-    ends: dict = {}
-    while True:
-        line = sim.expect(lambda s: s.split(":")[0] in ("serial", "modbus-tcp", "ready"), 20,
-                          "print its endpoints")
-        if line == "ready":
-            return sim, ends
-        kind, rest = line.split(":", 1)
-        ends[kind] = rest.split()[0]
-
-
-def log_json(gw: Proc, pred, timeout: float, what: str) -> dict:
-    """Wait for a structured log line (JSON on stderr) whose message matches ``pred``."""
-    line = gw.expect(lambda s: s.startswith("{") and pred(json.loads(s)["msg"]), timeout, what,
-                     stream="err")
-    return json.loads(line)
+    """The gateway with one BLAS/OpenMP thread, as on a small gateway board."""
+    return gwprocs.start_gateway(cfg, log_name, wait, env=GW_ENV)
 
 
 # ------------------------------------------------------------------ the buffer
@@ -416,7 +359,7 @@ class FX:
     summary = staticmethod(summary)
     status = staticmethod(status)
     reset = staticmethod(reset)
-    EnvProc = EnvProc
+    GW_ENV = GW_ENV
     root = ROOT
 
 

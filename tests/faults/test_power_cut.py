@@ -36,6 +36,7 @@ import time
 import pytest
 
 from sensorml.buffer import Buffer
+from sensorml.procs import Proc
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -79,8 +80,8 @@ def power_cut_sync_rounds(fx, cfg, db, lake, rounds: int, rng: random.Random,
     sync_kills, gw_kills = 0, 0
     try:
         for r in range(rounds):
-            sync = fx.EnvProc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
-                               "--every", "0.2s"], "sync", tmp_path / f"sync-{r}.log")
+            sync = Proc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg),
+                         "--every", "0.2s"], "sync", tmp_path / f"sync-{r}.log", env=fx.GW_ENV)
             try:
                 threading.Event().wait(rng.uniform(0.3, 1.2))
                 sync.p.send_signal(signal.SIGKILL)

@@ -4,20 +4,17 @@ processes and read their output lines with deadlines."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gwprocs import Proc, log_json, start_gateway, start_sim, write_config
 
 from firmware_bridge.sim.machine import Machine
 from firmware_bridge.sim.schedule import SetPoint
 from sensorml.bundle import keygen
 from sensorml.features import FeatureExtractor, FeatureSpec
-from sensorml.procs import Proc
 
 RATE = 25600
 SPEC = dict(channels=["ax", "ay", "az"], sample_rate=RATE, window=1024, hop=512)
@@ -56,20 +53,6 @@ def bundle(tmp_path_factory, keys) -> Path:
     return out
 
 
-def start_sim(tmp_path: Path, *args: str) -> tuple[Proc, dict]:
-    """Run ``sensorml simulate`` as a process; returns it and its endpoints."""
-    sim = Proc([sys.executable, "-m", "firmware_bridge.sim.cli", *args], "simulator",
-               tmp_path / "simulator.log")
-    ends: dict = {}
-    while True:
-        line = sim.expect(lambda s: s.split(":")[0] in ("serial", "modbus-tcp", "ready"), 20,
-                          "print its endpoints")
-        if line == "ready":
-            return sim, ends
-        kind, rest = line.split(":", 1)
-        ends[kind] = rest.split()[0]
-
-
 def sim_status(sim: Proc) -> str:
     """The simulator's own account of the machine (``running``, ``coasting``, ...)."""
     while not sim.out.empty():
@@ -89,24 +72,7 @@ def wait_sim_state(sim: Proc, states: tuple[str, ...], timeout: float) -> str:
 
 
 def write_gateway_config(tmp_path: Path, body: str) -> Path:
-    p = tmp_path / "gateway.toml"
-    p.write_text(f'device_id = "test-pump"\nstate_dir = "{tmp_path / "state"}"\n'
-                 f'[metrics]\nport = 0\n{body}')
-    return p
-
-
-def start_gateway(cfg: Path) -> Proc:
-    gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)],
-              "gateway", cfg.parent / "gateway.log")
-    gw.expect(lambda s: "running" in s, 30, "start")
-    return gw
-
-
-def log_msgs(gw: Proc, pred, timeout: float, what: str) -> dict:
-    """Wait for a structured log line (JSON on stderr) whose message matches ``pred``."""
-    line = gw.expect(lambda s: s.startswith("{") and pred(json.loads(s)["msg"]), timeout, what,
-                     stream="err")
-    return json.loads(line)
+    return write_config(tmp_path, body)
 
 
 class E2E:
@@ -117,23 +83,9 @@ class E2E:
     wait_sim_state = staticmethod(wait_sim_state)
     write_gateway_config = staticmethod(write_gateway_config)
     start_gateway = staticmethod(start_gateway)
-    log_msgs = staticmethod(log_msgs)
+    log_msgs = staticmethod(log_json)
 
 
 @pytest.fixture
 def e2e() -> type[E2E]:
     return E2E
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes started by a test; all stopped at the end whatever happens."""
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):
-        if p.name == "simulator":
-            try:
-                p.send("quit")
-            except (BrokenPipeError, OSError, ValueError):
-                pass
-        p.stop()

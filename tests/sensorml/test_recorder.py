@@ -220,8 +220,10 @@ def test_events_mixed_with_raw_windows_all_reach_a_full_buffer(tmp_path):
     p = tmp_path / "r.db"
     x = np.ones((1024, 3), np.float32)
     n_raw, n_ev = 400, 40
+    reg = Registry()
     with Recorder(p, max_bytes=64 << 20, buffer_options={"max_pages": 300},
                   flush_interval_s=0.05) as rec:
+        rec.register_metrics(reg)
         for i in range(n_raw):
             rec.record_raw(float(i), "sample", ("ax", "ay", "az"), 25600.0, x)
             if i % 10 == 9:
@@ -235,6 +237,9 @@ def test_events_mixed_with_raw_windows_all_reach_a_full_buffer(tmp_path):
     raw = st["written"]["raw_sample"] + st["store_dropped"]["raw_sample"] + \
         st["dropped"]["raw_sample"]
     assert raw == n_raw
+    gone = st["store_dropped"]["raw_sample"]
+    assert gone > 0  # reported where an operator looks, not only counted
+    assert f'sensorml_recorder_store_dropped_total{{lane="raw_sample"}} {gone}' in reg.render()
     with read(p) as r:
         trips = [json.loads(e["detail"])["i"] if isinstance(e["detail"], str) else e["detail"]["i"]
                  for e in r.recent_events(1000) if e["kind"] == "trip"]
