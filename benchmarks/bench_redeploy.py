@@ -12,7 +12,6 @@ Prints, never asserts. Earlier one-off measurement: publish->live 64.1, 69.4, 15
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
@@ -28,21 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _conftest():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("_rd_cf", ROOT / "tests/sensorml/conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _setup(root: Path, url: str, every: str):  # noqa: ANN202
     from sensorml.bundle import keygen, write_bundle
     from sensorml.desired import make_desired
     from training.fit import FeatureTable, fit_bundle
     from training.publish import publish
+    from training.simdata import default_spec, healthy_runs
 
     kp = keygen(root / "keys")
-    X, fspec = _conftest().healthy_features(40.0, seed=11)
+    fspec = default_spec(window=1024, hop=512)
+    X = healthy_runs(1, 40.0, seed=11, spec=fspec).X
     src = root / "v1"
     fit_bundle(FeatureTable(X, fspec.names(), fspec.to_dict()), out=src, key=kp[0], name="pump", version="1")
     cloud, state = root / "cloud", root / "state"

@@ -88,7 +88,8 @@ class BufferSpace:
         self.evict_rounds += 1
         # execute() steps a row-less pragma once (one page); executescript runs it to the end
         c.executescript("PRAGMA incremental_vacuum;")
-        self._note_evictions()
+        if any(round_.values()):  # a round that found nothing to evict is not news
+            self._note_evictions()
         return {t: n for t, n in round_.items() if n}
 
     def free_space_reserve(self) -> int:
