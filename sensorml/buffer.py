@@ -82,17 +82,22 @@ class Buffer(BufferSpace):
     commits or after ~1/32 of the cap was written); ``max_pages`` is a hard SQLite
     ``max_page_count`` (a quota; writes past it fail with 'database or disk is full').
     ``readonly=True`` opens without migrating or writing, for other processes.
+    ``free_reserve`` is the bytes :meth:`guard_free_space` keeps free on the filesystem
+    (default :meth:`default_free_reserve`: an eighth of it, at most 64 MiB).
     """
 
     def __init__(self, path: str | Path, *, max_bytes: int = 256 << 20,
                  clock: Callable[[], float] = time.time, readonly: bool = False,
                  device: str | None = None, max_pages: int | None = None,
                  check_every: int = 32, note_every_s: float = 60.0,
-                 wal_autocheckpoint: int = 4000, busy_timeout_s: float = 5.0) -> None:
+                 wal_autocheckpoint: int = 4000, busy_timeout_s: float = 5.0,
+                 free_reserve: int | None = None) -> None:
         if max_bytes < 64 << 10:
             raise StoreError(f"buffer.max_bytes: {max_bytes} is below the minimum 65536 bytes")
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
+        self.free_reserve = self.default_free_reserve() if free_reserve is None \
+            else int(free_reserve)
         self.clock = clock
         self.readonly = readonly
         self.check_every = check_every
@@ -113,7 +118,7 @@ class Buffer(BufferSpace):
             self.page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
             self._migrate()
             if not readonly:
-                self._make_ballast()
+                self.restore_ballast(headroom=8)  # only with plenty of room at open
                 if device is not None:
                     self.set_meta("device_id", device)
                 for t in TABLES:
@@ -164,11 +169,12 @@ class Buffer(BufferSpace):
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
             free = self.max_bytes
-        reserve = self.free_space_reserve() or self.max_bytes
+        reserve = self.free_reserve or self.max_bytes
         pages = max(16, min(int(wal_autocheckpoint), self.max_bytes // 4 // 4096,
                             free // 8 // 4096, reserve // 2 // 4096))
+        wal_limit = max(pages * 4096, min(self.max_bytes // 4, 64 << 20, reserve // 2))
         c.execute(f"PRAGMA wal_autocheckpoint = {pages}")
-        c.execute(f"PRAGMA journal_size_limit = {max(pages * 4096, min(self.max_bytes // 4, 64 << 20, reserve // 2))}")
+        c.execute(f"PRAGMA journal_size_limit = {wal_limit}")
         if max_pages:
             c.execute(f"PRAGMA max_page_count = {int(max_pages)}")
 

@@ -1,6 +1,7 @@
 """How the buffer keeps within its space: the size cap, the filesystem's free space, the
 ballast file and WAL checkpoints. A mixin of :class:`sensorml.buffer.Buffer` (it uses the
-buffer's connection, ``path``, ``max_bytes``, counters and :meth:`write`).
+buffer's connection, ``path``, ``max_bytes``, ``free_reserve``, counters and
+:meth:`write`).
 
 - The cap: when the live pages pass ``max_bytes``, rows are evicted lowest priority
   first (``EVICTION_ORDER``: raw windows, then scores, then low-severity events and
@@ -50,14 +51,13 @@ class BufferSpace:
         """
         self._commits = self._written = 0
         used = self.used_bytes()
+        if used <= self.max_bytes and not force and (target is None or used <= target):
+            return {}
         goal = int(self.max_bytes * 0.9)
         if force:
             goal = min(goal, int(used * 0.9))
         if target is not None:
             goal = min(goal, int(target))
-        if used <= self.max_bytes and not force and (target is None or used <= target):
-            return {}
-        target = goal
         c, round_ = self.conn, dict.fromkeys(TABLES, 0)
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -65,7 +65,7 @@ class BufferSpace:
                 if keep_events and table in ("events", "labels"):
                     continue
                 chunk = 32
-                while used > target:
+                while used > goal:
                     n = c.execute(
                         f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where}"
                         " ORDER BY id LIMIT ?)", (chunk,)).rowcount
@@ -74,7 +74,7 @@ class BufferSpace:
                     round_[table] += n
                     used = self.used_bytes()
                     chunk = min(chunk * 2, 4096)
-                if used <= target:
+                if used <= goal:
                     break
             for t, n in round_.items():
                 if n:
@@ -92,20 +92,19 @@ class BufferSpace:
             self._note_evictions()
         return {t: n for t, n in round_.items() if n}
 
-    def free_space_reserve(self) -> int:
-        """Bytes the buffer leaves free on its filesystem: an eighth of it, at most 64 MiB."""
+    def default_free_reserve(self) -> int:
+        """An eighth of the buffer's filesystem, at most 64 MiB (0 if it cannot be read)."""
         try:
             return min(shutil.disk_usage(self.path.parent).total // 8, 64 << 20)
         except OSError:
             return 0
 
-    def guard_free_space(self, reserve: int | None = None) -> dict[str, int]:
-        """Keep ``reserve`` bytes (default :meth:`free_space_reserve`) free on the
-        filesystem: when less is free, truncate the WAL, then evict by priority what the
-        shortfall needs (at least 10 % of the live pages; raw windows and scores only)
-        and give the pages back.
+    def guard_free_space(self) -> dict[str, int]:
+        """Keep ``free_reserve`` bytes free on the filesystem: when less is free, truncate
+        the WAL, then evict by priority what the shortfall needs (at least 10 % of the live
+        pages; raw windows and scores only) and give the pages back.
         Returns rows evicted per table ({} when there was room)."""
-        reserve = self.free_space_reserve() if reserve is None else reserve
+        reserve = self.free_reserve
         try:
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
@@ -146,9 +145,6 @@ class BufferSpace:
     @property
     def ballast_path(self) -> Path:
         return self.path.with_name(self.path.name + ".ballast")
-
-    def _make_ballast(self) -> None:
-        self.restore_ballast(headroom=8)
 
     def restore_ballast(self, headroom: int = 2) -> bool:
         """(Re)create the ballast file if it is missing and the filesystem has more than

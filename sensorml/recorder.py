@@ -20,11 +20,12 @@ as ``store_dropped``) and its events are kept for the next batch. On a full file
 the events of a failing batch are written on their own first (a few pages, where a batch
 of raw windows needs hundreds), and for ``pressure_s`` after the last 'full' error
 sampled raw windows are dropped (counted) instead of written, so that events, scores and
-alarm windows get the room. Before it comes to that, the writer keeps ``free_reserve``
-bytes free on the filesystem (:meth:`Buffer.guard_free_space`) by evicting by priority. At :meth:`close`, events still unwritten are tried again
-after an eviction; any that still cannot be written are counted in
-``store_dropped["events"]`` and logged. The thread never dies of a SQLite error. WAL checkpoints run on the writer thread only: automatic ones at
-commit, and a PASSIVE one when the writer is idle.
+alarm windows get the room. Before it comes to that, after each commit the buffer keeps
+its free-space reserve (:meth:`Buffer.guard_free_space`) by evicting by priority. At
+:meth:`close`, events still unwritten are tried again after an eviction; any that still
+cannot be written are counted in ``store_dropped["events"]`` and logged. The thread
+never dies of a SQLite error. WAL checkpoints run on the writer thread only: automatic
+ones at commit, and a PASSIVE one when the writer is idle.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Recorder:
                  max_bytes: int = 256 << 20, device: str | None = None,
                  event_lane_size: int = 100_000, max_attempts: int = 3,
                  idle_checkpoint_s: float = 1.0, pressure_s: float = 5.0,
-                 free_reserve: int | None = None, clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time,
                  buffer_options: dict[str, Any] | None = None, start: bool = True) -> None:
         if queue_size < 1 or batch < 1 or raw_sample_every < 1:
             raise StoreError(f"recorder: queue_size ({queue_size}), batch ({batch}) and "
@@ -87,8 +88,6 @@ class Recorder:
         self.max_attempts = max(1, int(max_attempts))
         self.idle_checkpoint_s = idle_checkpoint_s
         self.pressure_s = float(pressure_s)
-        self.free_reserve = free_reserve  # None: Buffer.free_space_reserve()
-        self._reserve = 0
         self._pressure_until = float("-inf")  # monotonic; sampled raw windows dropped before
         self.clock = clock
         self._buffer_kw = {"max_bytes": max_bytes, "clock": clock, "device": device,
@@ -287,8 +286,6 @@ class Recorder:
             self._open_error = e
             self._opened.set()
             return
-        self._reserve = buf.free_space_reserve() if self.free_reserve is None \
-            else self.free_reserve
         self._refresh_stats(buf)
         self._opened.set()
         last_write = time.monotonic()
@@ -465,7 +462,7 @@ class Recorder:
         """The filesystem is a cap too: evict by priority when its free space runs low,
         and let sampled raw windows give way for ``pressure_s``."""
         try:
-            evicted = buf.guard_free_space(self._reserve)
+            evicted = buf.guard_free_space()
         except sqlite3.Error as e:
             self._writer_error(buf, e, self.max_attempts)
             return
