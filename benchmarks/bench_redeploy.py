@@ -66,8 +66,7 @@ def publish_to_live(trials: int = 3) -> list[float]:
     gw = sy = None
     try:
         cfg, _state, pub = _setup(root, "sim://pump?rate=25600&seed=3", "60s")
-        gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)], "gateway", root / "gw.log")
-        gw.expect(lambda s: "running" in s, 30, "start")
+        gw = _gateway(cfg, root / "gw.log")
         sy = Proc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg), "--every", "60s"],
                   "sync", root / "sync.log")
 
@@ -107,18 +106,22 @@ def _windows(state: Path) -> float:
 CALM = "[decision]\nwarn = 1e28\nalarm = 1e29\ntrip = 1e30\n"
 
 
+def _gateway(cfg: Path, log: Path):  # noqa: ANN202
+    from sensorml.demo import Proc
+
+    gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)], "gateway", log)
+    gw.expect(lambda s: "running" in s, 30, "start")
+    return gw
+
+
 def _template(root: Path, calm: bool = False) -> tuple[Path, Path]:
     """A gateway state with v1 fetched and live, and a backlog: the gateway runs, one
     ``sync --once`` fetches the model, the gateway loads it and runs 5 s more."""
-    from sensorml.demo import Proc
-
     cfg, state, _pub = _setup(root, "sim://pump?rate=25600&seed=3&realtime=0", "1s")
     if calm:  # thresholds out of reach: the steady state of a healthy machine
         cfg.write_text(cfg.read_text() + CALM)
-    gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)], "gateway",
-              root / "gw-template.log")
+    gw = _gateway(cfg, root / "gw-template.log")
     try:
-        gw.expect(lambda s: "running" in s, 30, "start")
         r = subprocess.run([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(cfg), "--once"],
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
@@ -142,11 +145,9 @@ def _round(root: Path, cfg: Path, template: Path, k: int, beside: bool, seconds:
     (state / "gateway.json").unlink(missing_ok=True)
     rcfg = root / f"gateway-{k}.toml"
     rcfg.write_text(cfg.read_text().replace(f'"{template}', f'"{state}'))
-    gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(rcfg)], "gateway",
-              root / f"gw-{k}.log")
+    gw = _gateway(rcfg, root / f"gw-{k}.log")
     sy = None
     try:
-        gw.expect(lambda s: "running" in s, 30, "start")
         gw.expect(lambda s: '"model pump 1 loaded"' in s, 5, "load the model at start", stream="err")
         if beside:
             sy = Proc([sys.executable, "-m", "sensorml.cli", "sync", "--config", str(rcfg), "--every", "1s"],
@@ -184,14 +185,20 @@ def throughput_ratio(seconds: float = 15.0, pairs: int = 6,
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _report_ratio(without: list[float], with_: list[float]) -> float:
+    """Print the medians and the per-pair ratios; returns the ratio of the medians."""
+    wo, wi = statistics.median(without), statistics.median(with_)
+    ratio = wi / wo if wo else float("nan")
+    pairs = sorted(b / a for a, b in zip(without, with_) if a)
+    print(f"  median without {wo:.0f} windows/s, with {wi:.0f} windows/s, ratio {ratio:.3f}; "
+          f"per pair {', '.join(f'{r:.3f}' for r in pairs)}")
+    return ratio
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if "--throughput" in argv:  # figure 2 alone
-        without, with_ = throughput_ratio(calm="--calm" in argv)
-        wo, wi = statistics.median(without), statistics.median(with_)
-        pair_ratios = sorted(b / a for a, b in zip(without, with_) if a)
-        print(f"  median without {wo:.0f} windows/s, with {wi:.0f} windows/s, ratio {wi / wo:.3f}; "
-              f"per pair {', '.join(f'{r:.3f}' for r in pair_ratios)}")
+        _report_ratio(*throughput_ratio(calm="--calm" in argv))
         return
     print("figure 1: publish -> live (sync every 60 s, 600 shadow windows at ~50 windows/s)", flush=True)
     live = publish_to_live()
@@ -199,12 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  median publish->live {med:.1f} s = wait for next sync (0-60 s) + reload (<= model.watch) "
           "+ shadow (~12 s)")
     print("figure 2: gateway throughput with sync beside it vs without (sim realtime=0)", flush=True)
-    without, with_ = throughput_ratio()
-    wo, wi = statistics.median(without), statistics.median(with_)
-    ratio = wi / wo if wo else float("nan")
-    pair_ratios = [b / a for a, b in zip(without, with_) if a]
-    print(f"  median without {wo:.0f} windows/s, with {wi:.0f} windows/s, ratio {ratio:.3f}; "
-          f"per pair {', '.join(f'{r:.3f}' for r in pair_ratios)}")
+    ratio = _report_ratio(*throughput_ratio())
     print(f"\n{'figure':40s} {'measured':>12s} {'target':>10s}")
     print(f"{'publish -> live (median of 3)':40s} {med:10.1f} s {'<= ~75 s':>10s}")
     print(f"{'throughput with sync / without':40s} {ratio:12.3f} {'>= 0.95':>10s}")

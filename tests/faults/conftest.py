@@ -105,6 +105,19 @@ def write_config(tmp_path: Path, body: str, name: str = "gateway.toml",
     return gwprocs.write_config(tmp_path, body, device_id="fault-pump", name=name, state=state)
 
 
+def pump_body(url: str, bundle: Path, pub: Path, *, argv: tuple[str, ...] = ("/bin/true",),
+              reset_argv: tuple[str, ...] = (), extra: str = "") -> str:
+    """A config body: the source ``url``, the signed bundle, a hard limit on ``ax`` (the
+    simulated ``spikes`` fault passes it) and a command hook as the trip; then ``extra``."""
+    def toml_list(a: tuple[str, ...]) -> str:
+        return json.dumps(list(a))
+
+    reset = f"reset_argv = {toml_list(reset_argv)}\n" if reset_argv else ""
+    return (f'[source]\nurl = "{url}"\n[model]\nbundle = "{bundle}"\n'
+            f'trusted_keys = ["{pub}"]\n[[limits]]\nchannel = "ax"\nabove = 4.0\n'
+            f'[[trip]]\nkind = "command"\nargv = {toml_list(argv)}\n{reset}{extra}')
+
+
 def start_gateway(cfg: Path, log_name: str = "gateway.log", wait: bool = True) -> Proc:
     """The gateway with one BLAS/OpenMP thread, as on a small gateway board."""
     return gwprocs.start_gateway(cfg, log_name, wait, env=GW_ENV)
@@ -349,6 +362,7 @@ class FX:
     """The helpers above, handed to tests as the ``fx`` fixture."""
 
     write_config = staticmethod(write_config)
+    pump_body = staticmethod(pump_body)
     start_gateway = staticmethod(start_gateway)
     start_sim = staticmethod(start_sim)
     log_json = staticmethod(log_json)

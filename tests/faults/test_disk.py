@@ -27,23 +27,13 @@ import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
-BODY = '''
-[source]
-url = "sim://pump?rate=25600&seed=5&faults=spikes@1s"
-[model]
-bundle = "{bundle}"
-trusted_keys = ["{pub}"]
-[[limits]]
-channel = "ax"
-above = 4.0
-[[trip]]
-kind = "command"
-argv = ["/bin/true"]
-[buffer]
-path = "{db}"
-max_mb = {max_mb}
-raw_sample_every = 1
-'''
+PUMP = "sim://pump?rate=25600&seed=5&faults=spikes@1s"
+
+
+def _body(fx, bundle, pub, db, max_mb: int) -> str:
+    """Every window's raw samples recorded (~600 KB/s) into ``db`` capped at ``max_mb``."""
+    return fx.pump_body(PUMP, bundle, pub, extra=f'[buffer]\npath = "{db}"\n'
+                                                  f"max_mb = {max_mb}\nraw_sample_every = 1\n")
 
 
 def _hold(seconds: float) -> None:
@@ -60,7 +50,7 @@ def _trip_again(fx, gw, state) -> None:
 def test_buffer_at_its_size_cap_evicts_by_priority_and_keeps_trips(
         tmp_path, bundle, keys, fx, procs, fault_report):
     db = tmp_path / "state" / "buffer.db"
-    cfg = fx.write_config(tmp_path, BODY.format(bundle=bundle, pub=keys[1], db=db, max_mb=1))
+    cfg = fx.write_config(tmp_path, _body(fx, bundle, keys[1], db, 1))
     gw = fx.start_gateway(cfg)
     procs.append(gw)
     state = tmp_path / "state"
@@ -106,8 +96,7 @@ def test_filesystem_full_detection_and_trips_go_on(tmp_path, bundle, keys, fx, p
         return
     try:
         db = small / "buffer.db"
-        cfg = fx.write_config(tmp_path, BODY.format(bundle=bundle, pub=keys[1], db=db,
-                                                    max_mb=64))
+        cfg = fx.write_config(tmp_path, _body(fx, bundle, keys[1], db, 64))
         gw = fx.start_gateway(cfg)
         procs.append(gw)
         state = tmp_path / "state"

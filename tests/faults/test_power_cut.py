@@ -43,21 +43,8 @@ pytestmark = pytest.mark.timeout(240)
 ROUNDS = 50
 SEED = 20261126
 
-BODY = '''
-[source]
-url = "sim://pump?rate=25600&seed={seed}&faults=spikes@300ms"
-[model]
-bundle = "{bundle}"
-trusted_keys = ["{pub}"]
-[[limits]]
-channel = "ax"
-above = 4.0
-[[trip]]
-kind = "command"
-argv = ["/bin/true"]
-[buffer]
-raw_sample_every = 20
-'''
+PUMP = "sim://pump?rate=25600&seed={seed}&faults=spikes@300ms"
+RAW = "[buffer]\nraw_sample_every = 20\n"
 
 
 def lake_ids(lake) -> dict[str, list[int]]:
@@ -113,7 +100,8 @@ def power_cut_sync_rounds(fx, cfg, db, lake, rounds: int, rng: random.Random,
 def test_sigkill_gateway_at_random_moments_loses_no_committed_row(
         tmp_path, bundle, keys, fx, fault_report):
     rng = random.Random(SEED)
-    cfg = fx.write_config(tmp_path, BODY.format(seed=1, bundle=bundle, pub=keys[1]))
+    cfg = fx.write_config(tmp_path, fx.pump_body(PUMP.format(seed=1), bundle, keys[1],
+                                                 extra=RAW))
     db = tmp_path / "state" / "buffer.db"
     prev_max = {"events": 0, "scores": 0, "raw_windows": 0}
     to_running, to_scored, cut_during_start = [], [], 0
@@ -197,19 +185,15 @@ def test_sigkill_gateway_at_random_moments_loses_no_committed_row(
     assert len(to_scored) >= 10  # enough rounds lived long enough to measure it
 
 
-SYNC_BODY = BODY + '''
-[sync]
-store = "file://{lake}"
-batch_rows = 50
-'''
 
 
 def test_sigkill_sync_job_at_random_moments_each_row_once_in_the_lake(
         tmp_path, bundle, keys, fx, fault_report):
     rng = random.Random(SEED + 1)
     lake = tmp_path / "lake"
-    cfg = fx.write_config(tmp_path, SYNC_BODY.format(seed=2, bundle=bundle, pub=keys[1],
-                                                     lake=lake))
+    cfg = fx.write_config(tmp_path, fx.pump_body(
+        PUMP.format(seed=2), bundle, keys[1],
+        extra=f'{RAW}[sync]\nstore = "file://{lake}"\nbatch_rows = 50\n'))
     db = tmp_path / "state" / "buffer.db"
     got = power_cut_sync_rounds(fx, cfg, db, lake, 15, rng, tmp_path)
     assert fx.integrity(db) == "ok"
@@ -229,22 +213,6 @@ def test_sigkill_sync_job_at_random_moments_each_row_once_in_the_lake(
     assert not any(lost.values()), lost
 
 
-LATCH_BODY = '''
-[source]
-url = "sim://pump?rate=25600&seed=2{faults}"
-[model]
-bundle = "{bundle}"
-trusted_keys = ["{pub}"]
-[[limits]]
-channel = "ax"
-above = 4.0
-[[trip]]
-kind = "command"
-argv = ["/bin/sh", "-c", "echo $SENSORML_ACTION >> {actions}"]
-reset_argv = ["/bin/sh", "-c", "echo $SENSORML_ACTION >> {actions}"]
-'''
-
-
 def test_a_trip_survives_a_sigkill_until_an_operator_resets_it(tmp_path, bundle, keys, fx):
     """The gateway trips on the hard limit and is SIGKILLed while latched (a crash, an OOM
     kill, a power cut of the gateway alone): the restarted gateway must start latched with
@@ -254,9 +222,12 @@ def test_a_trip_survives_a_sigkill_until_an_operator_resets_it(tmp_path, bundle,
     (no fault in the source URL), so only the restored latch can hold it stopped."""
     actions = tmp_path / "actions.txt"
 
+    hook = ("/bin/sh", "-c", f"echo $SENSORML_ACTION >> {actions}")
+
     def config(faults: str):
-        return fx.write_config(tmp_path, LATCH_BODY.format(bundle=bundle, pub=keys[1],
-                                                           actions=actions, faults=faults))
+        return fx.write_config(tmp_path, fx.pump_body(
+            f"sim://pump?rate=25600&seed=2{faults}", bundle, keys[1], argv=hook,
+            reset_argv=hook))
 
     cfg = config("&faults=spikes@300ms")
     state = tmp_path / "state"
@@ -264,14 +235,18 @@ def test_a_trip_survives_a_sigkill_until_an_operator_resets_it(tmp_path, bundle,
     def acts() -> list[str]:
         return actions.read_text().split() if actions.exists() else []
 
+    def kill_once_committed(gw, kind: str) -> None:
+        """SIGKILL the gateway as soon as a ``kind`` event is in its buffer."""
+        fx.wait_until(lambda: fx.rows(state / "buffer.db",
+                                      "SELECT count(*) FROM events WHERE kind = ?", (kind,))[0][0],
+                      5, f"the {kind} event committed")
+        gw.p.send_signal(signal.SIGKILL)
+        gw.p.wait(10)
+
     gw = fx.start_gateway(cfg, log_name="gateway-0.log")
     try:
         fx.log_json(gw, lambda m: m.startswith("TRIP"), 10, "trip on the hard limit")
-        fx.wait_until(lambda: fx.rows(state / "buffer.db",
-                                      "SELECT count(*) FROM events WHERE kind = 'trip'")[0][0],
-                      5, "the trip event committed")
-        gw.p.send_signal(signal.SIGKILL)
-        gw.p.wait(10)
+        kill_once_committed(gw, "trip")
     finally:
         gw.stop()
     assert acts() == ["trip"]
@@ -287,11 +262,7 @@ def test_a_trip_survives_a_sigkill_until_an_operator_resets_it(tmp_path, bundle,
         assert fx.status(state)["tripped"] is True  # still latched while it runs
         assert fx.reset(state)["ok"]
         assert acts() == ["trip", "trip", "reset"] and not fx.status(state)["tripped"]
-        fx.wait_until(lambda: fx.rows(state / "buffer.db",
-                                      "SELECT count(*) FROM events WHERE kind = 'reset'")[0][0],
-                      5, "the reset event committed")
-        gw.p.send_signal(signal.SIGKILL)
-        gw.p.wait(10)
+        kill_once_committed(gw, "reset")
     finally:
         gw.stop()
 
