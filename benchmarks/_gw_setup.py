@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.sim.machine import Machine
-from sensorml.features import FeatureExtractor, FeatureSpec
+from sensorml.edge.features import FeatureExtractor, FeatureSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 25600
@@ -61,8 +61,8 @@ class Bundle:
 def make_bundle(work: Path) -> Bundle:
     """Train, export and sign an IsolationForest on 70 s of healthy windows (as the e2e
     tests do); score a healthy and a faulty window with the bundle to show the margin."""
-    from sensorml.bundle import keygen, load_bundle
-    from sensorml.scorer import Scorer
+    from sensorml.bundles.bundle import keygen, load_bundle
+    from sensorml.edge.scorer import Scorer
     from training.fit import FeatureTable, fit_bundle
 
     t = time.perf_counter()
@@ -216,7 +216,7 @@ def start_gateway(cfg: Path, name: str, work: Path, trace: bool = False,
 
 
 def control(state_dir: Path, path: str, body: dict | None = None) -> dict:
-    from sensorml.control import call
+    from sensorml.gateway.control import call
 
     return call(state_dir, path, body, timeout=5.0)
 
@@ -258,11 +258,11 @@ def rss():
 steps = [('python', rss())]
 for label, mods in [('numpy + onnxruntime', 'numpy onnxruntime'),
                     ('http.server (loads ssl/libssl)', 'http.server'),
-                    ('cryptography (bundle signatures)', 'sensorml.signing'),
-                    ('sqlite3 + recorder', 'sensorml.recorder'),
-                    ('pyserial + rest of the gateway', 'serial sensorml.gateway sensorml.bundle '
-                     'sensorml.control sensorml.scorer firmware_bridge.actuators '
-                     'firmware_bridge.serial_source firmware_bridge.actuator_serial')]:
+                    ('cryptography (bundle signatures)', 'sensorml.bundles.signing'),
+                    ('sqlite3 + recorder', 'sensorml.buffer.recorder'),
+                    ('pyserial + rest of the gateway', 'serial sensorml.gateway.process sensorml.bundles.bundle '
+                     'sensorml.gateway.control sensorml.edge.scorer firmware_bridge.actuators '
+                     'firmware_bridge.sources.serial firmware_bridge.actuators.serial')]:
     for m in mods.split():
         __import__(m)
     steps.append((label, rss()))

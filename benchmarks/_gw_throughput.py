@@ -1,4 +1,4 @@
-"""Sustained throughput of the real :class:`sensorml.gateway.Gateway` fast path, in a child
+"""Sustained throughput of the real :class:`sensorml.gateway.process.Gateway` fast path, in a child
 process pinned to one CPU (its threads inherit the pin, so the recorder's SQLite writer
 shares that core). Run by ``bench_gateway``:
 
@@ -34,7 +34,7 @@ from benchmarks._gw_setup import FRAME, RATE, healthy
 from firmware_bridge.block import Block
 from firmware_bridge.codec.frames import FrameDecoder, encode_frame
 from sensorml.config import load_config
-from sensorml.gateway import _FAST, Gateway
+from sensorml.gateway.process import _FAST, Gateway
 
 CH = ("ax", "ay", "az")
 

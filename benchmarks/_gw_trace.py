@@ -18,10 +18,10 @@ import time
 
 import serial
 
-import firmware_bridge.serial_source as ss
-import sensorml.fastpath as fp
-import sensorml.features as feats
-import sensorml.scorer as scorer
+import firmware_bridge.sources.serial as ss
+import sensorml.edge.fastpath as fp
+import sensorml.edge.features as feats
+import sensorml.edge.scorer as scorer
 
 pc = time.perf_counter
 _handled: dict[float, float] = {}  # t_recv -> end of the reader's _handle

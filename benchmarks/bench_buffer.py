@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sensorml.buffer import Buffer
-from sensorml.recorder import Recorder
+from sensorml.buffer.db import Buffer
+from sensorml.buffer.recorder import Recorder
 
 FEATS = np.random.default_rng(0).random(40, dtype=np.float32)
 RAW = np.random.default_rng(1).random((1024, 3), dtype=np.float32)

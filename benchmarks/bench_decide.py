@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sensorml.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
+from sensorml.edge.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
 
 RUNS = 5
 

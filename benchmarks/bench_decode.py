@@ -1,5 +1,5 @@
 """Serial decoding throughput: binary frames and CSV lines, decoder alone and end to end
-through a real pty into :class:`~firmware_bridge.serial_source.SerialSource`.
+through a real pty into :class:`~firmware_bridge.sources.serial.SerialSource`.
 
 Targets (one core): frames ≥ 5 M samples/s, CSV ≥ 500 k lines/s. Each figure is the
 median of 5 runs. Run: ``.venv/bin/python -m benchmarks decode``.
@@ -18,7 +18,7 @@ import numpy as np
 
 from firmware_bridge.codec.csvlines import CsvDecoder, encode_csv
 from firmware_bridge.codec.frames import FrameDecoder, encode_frame
-from firmware_bridge.serial_source import SerialSource
+from firmware_bridge.sources.serial import SerialSource
 
 RUNS = 5
 CHUNK = 65536  # bytes per feed() in the pure runs (a large serial read)

@@ -4,14 +4,14 @@ For each model family: fit on healthy simulated runs with speed and load changes
 gateway's default 45-feature spec: 3 axes, 25.6 kHz, 1024-sample windows, hop 512),
 calibrate on held-out healthy windows, then for every fault type run the machine healthy
 for 10 s (with set-point changes) and inject the fault at t = 10 s. Per fault: detected
-(a TRIP verdict from the real :class:`sensorml.decider.Decider`, k=3 of n=5, after the
+(a TRIP verdict from the real :class:`sensorml.edge.decider.Decider`, k=3 of n=5, after the
 fault start), delay from the fault start to the first TRIP and to the first ALARM, and
 the missed rate (share of wholly faulty windows scoring below warn). Scores come from
 onnxruntime running the exported graph, as on the gateway.
 
 Overheating changes only the temperature; the default spec has no slow channels, so the
 model cannot see it: it is reported as caught (or not) by the hard limit
-``temperature_c > 90 °C`` using :class:`sensorml.limits.LimitChecker`, and labelled so.
+``temperature_c > 90 °C`` using :class:`sensorml.edge.limits.LimitChecker`, and labelled so.
 
 False trips: 24 h at 25.6 kHz is 2.2 G samples per axis — too much for a benchmark. We
 take the simulator's own ``auto`` schedule for 24 h and simulate short segments around
@@ -34,8 +34,8 @@ from multiprocessing import get_context
 import numpy as np
 
 from firmware_bridge.sim.machine import SLOW_CHANNELS
-from sensorml.decider import Decider, Thresholds
-from sensorml.limits import HardLimit, LimitChecker
+from sensorml.edge.decider import Decider, Thresholds
+from sensorml.edge.limits import HardLimit, LimitChecker
 from training import simdata
 
 #: fault types of the simulator that the benchmark injects (``ball`` is a bearing fault too)
@@ -73,7 +73,7 @@ def fit_family(family: str, table) -> tuple[bytes, dict]:
 
 
 def scores_of(onnx_bytes: bytes, X: np.ndarray) -> np.ndarray:
-    from training.export import onnx_scores
+    from training.onnx.common import onnx_scores
 
     return onnx_scores(onnx_bytes, X)
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from firmware_bridge.block import Block
-from sensorml.features import FeatureExtractor, FeatureSpec, SlowWindow, compute_features
-from sensorml.windowing import SlowTracker, Windower
+from sensorml.edge.features import FeatureExtractor, FeatureSpec, SlowWindow, compute_features
+from sensorml.edge.windowing import SlowTracker, Windower
 
 FS, N, HOP = 25600.0, 1024, 256
 

@@ -52,7 +52,7 @@ def time_family(family: str, X: np.ndarray, base: simdata.SimRun, key: Path, out
 
 
 def main() -> None:
-    from sensorml.bundle import keygen
+    from sensorml.bundles.bundle import keygen
 
     t = time.perf_counter()
     X, base = healthy_like()

@@ -39,7 +39,7 @@ TEN_POINTS = {
 
 def _serve() -> None:
     """Child process: run the test server, print its port, serve until stdin closes."""
-    from firmware_bridge.modbus.testserver import ModbusTestServer
+    from firmware_bridge.sim.modbus_server import ModbusTestServer
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     with ModbusTestServer({1: {}}) as server:
@@ -80,7 +80,7 @@ def main() -> None:
     from firmware_bridge.modbus.client import make_client
     from firmware_bridge.modbus.plan import plan_reads
     from firmware_bridge.modbus.regmap import parse_map
-    from firmware_bridge.modbus.source import ModbusSource
+    from firmware_bridge.sources.modbus import ModbusSource
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     root = Path(__file__).resolve().parents[1]

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _setup(root: Path, url: str, every: str):  # noqa: ANN202
-    from sensorml.bundle import keygen, write_bundle
-    from sensorml.desired import make_desired
+    from sensorml.bundles.bundle import keygen, write_bundle
+    from sensorml.bundles.desired import make_desired
     from training.fit import FeatureTable, fit_bundle
     from training.publish import publish
     from training.simdata import default_spec, healthy_runs
@@ -60,7 +60,7 @@ def _setup(root: Path, url: str, every: str):  # noqa: ANN202
 
 
 def publish_to_live(trials: int = 3) -> list[float]:
-    from sensorml.demo import Proc
+    from sensorml.demo.run import Proc
 
     root = Path(tempfile.mkdtemp(prefix="bench_rd_"))
     gw = sy = None
@@ -107,7 +107,7 @@ CALM = "[decision]\nwarn = 1e28\nalarm = 1e29\ntrip = 1e30\n"
 
 
 def _gateway(cfg: Path, log: Path):  # noqa: ANN202
-    from sensorml.demo import Proc
+    from sensorml.demo.run import Proc
 
     gw = Proc([sys.executable, "-m", "sensorml.cli", "gateway", "--config", str(cfg)], "gateway", log)
     gw.expect(lambda s: "running" in s, 30, "start")
@@ -138,7 +138,7 @@ def _round(root: Path, cfg: Path, template: Path, k: int, beside: bool, seconds:
     gateway over ``seconds``, after the same 6 s start-up whether or not sync runs. The
     gateway must come up with the model (checked: a model-less gateway is 2.5x faster and
     made an earlier version of this figure meaningless)."""
-    from sensorml.demo import Proc
+    from sensorml.demo.run import Proc
 
     state = root / f"state-{k}"
     shutil.copytree(template, state, symlinks=True)  # the store links relatively

@@ -18,16 +18,12 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from sensorml.bundle import example_manifest, load_bundle, write_bundle
-from sensorml.scorer import Scorer, session_options
-from training.export import (
-    iforest_to_onnx,
-    onnx_scores,
-    parity,
-    pca_to_onnx,
-    reference_scores,
-    skl2onnx_iforest,
-)
+from sensorml.bundles.bundle import example_manifest, load_bundle, write_bundle
+from sensorml.edge.scorer import Scorer, session_options
+from training.onnx import reference_scores
+from training.onnx.common import onnx_scores, parity
+from training.onnx.iforest import iforest_to_onnx, skl2onnx_iforest
+from training.onnx.pca import pca_to_onnx
 
 F, ROWS, CALLS, RUNS = 24, 4000, 2000, 5
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.sim.machine import Machine
-from sensorml.buffer import Buffer
-from sensorml.features import FeatureExtractor, FeatureSpec
-from sensorml.recorder import Recorder
-from sensorml.store import FileStore
-from sensorml.sync import SyncJob
+from sensorml.buffer.db import Buffer
+from sensorml.buffer.recorder import Recorder
+from sensorml.edge.features import FeatureExtractor, FeatureSpec
+from sensorml.sync.job import SyncJob
+from sensorml.sync.stores import FileStore
 
 RATE, CH, WINDOW, HOP = 25600, 3, 1024, 512
 WPS = RATE / HOP  # windows per second (50)
@@ -120,8 +120,8 @@ def volume_and_throughput(hours: float) -> None:
 
 SYNC_LOOP = """
 import sys, threading
-from sensorml.store import FileStore
-from sensorml.sync import SyncJob, lower_priority
+from sensorml.sync.stores import FileStore
+from sensorml.sync.job import SyncJob, lower_priority
 lower_priority()  # as `sensorml sync` does
 job = SyncJob(sys.argv[1], FileStore(sys.argv[2], fsync=True), "gw1")
 print("ready", flush=True)

@@ -17,7 +17,7 @@ rows of ``d00_te.dat``. Point-wise, no k-of-n debounce (as in the literature).
 Baseline, computed by the same code (``fit_model`` + ``reference_scores``): PCA fitted
 on all 500 rows, Hotelling T² with the F-distribution limit and Q (SPE) with the
 Jackson–Mudholkar limit at 99 %. "+lag" columns add temporal context with
-:mod:`sensorml.tablefeatures` (``lags=(1, 2)``: each variable with its two previous
+:mod:`sensorml.offline.tablefeatures` (``lags=(1, 2)``: each variable with its two previous
 values, dynamic PCA style); the two warm-up rows are dropped.
 
 Literature for orientation (not reproduced from the papers here): PCA T² detects
@@ -60,9 +60,9 @@ def load(d: Path) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
 
 
 def lagged(X: np.ndarray, lags: int = LAGS) -> np.ndarray:
-    """Rows ``[x_t, x_{t-1}, ..., x_{t-lags}]`` built by :mod:`sensorml.tablefeatures` (as a
+    """Rows ``[x_t, x_{t-1}, ..., x_{t-lags}]`` built by :mod:`sensorml.offline.tablefeatures` (as a
     table bundle would); the first ``lags`` warm-up rows, without history, are dropped."""
-    from sensorml.tablefeatures import TableSpec, table_features
+    from sensorml.offline.tablefeatures import TableSpec, table_features
 
     spec = TableSpec(columns=_names(X.shape[1]), lags=tuple(range(1, lags + 1)))
     F, valid = table_features(X, spec)
@@ -77,8 +77,8 @@ def fit_scorer(family: str, X: np.ndarray):
     """Fit a family like a bundle (holdout calibration, rows 3 min apart); returns
     score(rows), the calibrated warn, the 99 % quantile of the held-out scores, and the
     manifest's account of the calibration."""
-    from training.export import onnx_scores
     from training.fit import FeatureTable, fit_bundle
+    from training.onnx.common import onnx_scores
 
     names = _names(X.shape[1])
     r = fit_bundle(FeatureTable(X, names, {"names": list(names)}, "d00.dat"), model=family,
@@ -91,8 +91,8 @@ def pca_baseline(X: np.ndarray, alpha: float = 0.99):
     """PCA on all rows; T² (F limit) and Q (Jackson–Mudholkar limit) scorers."""
     from scipy import stats
 
-    from training.export import reference_scores
     from training.fit import fit_model
+    from training.onnx import reference_scores
 
     scaler, pca = fit_model(X, "pca")
     n, a = len(X), int(pca.n_components_)

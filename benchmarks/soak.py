@@ -55,8 +55,8 @@ def make_bundle(out: Path, key: Path | None, *, rate: int = RATE, window: int = 
     from onnx import TensorProto, helper
 
     from firmware_bridge.sim.machine import Machine
-    from sensorml.bundle import write_bundle
-    from sensorml.features import FeatureExtractor, FeatureSpec
+    from sensorml.bundles.bundle import write_bundle
+    from sensorml.edge.features import FeatureExtractor, FeatureSpec
 
     spec = FeatureSpec.from_dict(dict(SPEC, sample_rate=rate, window=window, hop=hop))
     x = Machine("pump", rate=rate, seed=seed).generate(int(seconds * rate))
@@ -151,8 +151,8 @@ def run(duration_s: float, fault_every_s: float, work: Path, *, rss_every_s: flo
     """Run the soak for ``duration_s``; see the module docstring."""
     import psutil
 
-    from sensorml.bundle import keygen
-    from sensorml.demo import Proc
+    from sensorml.bundles.bundle import keygen
+    from sensorml.demo.run import Proc
 
     work.mkdir(parents=True, exist_ok=True)
     keys = keygen(work / "keys") if not (work / "keys" / "signing.pub").exists() else (
@@ -306,9 +306,9 @@ def power_cuts(rounds: int, work: Path, *, seed: int = 1, log=print) -> dict:
     import signal
     import sqlite3
 
-    from sensorml.batch import decode_batch
-    from sensorml.bundle import keygen
-    from sensorml.demo import Proc
+    from sensorml.bundles.bundle import keygen
+    from sensorml.demo.run import Proc
+    from sensorml.sync.batch import decode_batch
 
     rng = random.Random(seed)
     work.mkdir(parents=True, exist_ok=True)

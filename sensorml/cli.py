@@ -49,7 +49,7 @@ def _config(path: str):
 
 
 def cmd_gateway(a: argparse.Namespace) -> int:
-    from sensorml.gateway import run_gateway
+    from sensorml.gateway.process import run_gateway
 
     setup_logging(a.log_format, a.log_level)
     return run_gateway(_config(a.config))
@@ -66,7 +66,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from sensorml.control import call
+    from sensorml.gateway.control import call
 
     cfg = _config(a.config)
     st = call(cfg.state_dir, "/status")
@@ -98,7 +98,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_reset(a: argparse.Namespace) -> int:
-    from sensorml.control import call
+    from sensorml.gateway.control import call
 
     cfg = _config(a.config)
     r = call(cfg.state_dir, "/reset", {"by": a.by})
@@ -107,8 +107,8 @@ def cmd_reset(a: argparse.Namespace) -> int:
 
 
 def cmd_rollback(a: argparse.Namespace) -> int:
-    from sensorml.deploy import CURRENT, BundleStore
-    from sensorml.redeploy import notify_gateway
+    from sensorml.bundles.fetch import notify_gateway
+    from sensorml.bundles.staging import CURRENT, BundleStore
 
     cfg = _config(a.config)
     bs = BundleStore(cfg.state_dir / "bundles")
@@ -120,7 +120,7 @@ def cmd_rollback(a: argparse.Namespace) -> int:
 
 
 def cmd_learn(a: argparse.Namespace) -> int:
-    from sensorml.learn import learn
+    from sensorml.gateway.learn import learn
 
     setup_logging("text", "warning")
     cfg = _config(a.config)
@@ -130,7 +130,7 @@ def cmd_learn(a: argparse.Namespace) -> int:
 
 
 def cmd_keygen(a: argparse.Namespace) -> int:
-    from sensorml.bundle import keygen
+    from sensorml.bundles.bundle import keygen
 
     priv, pub = keygen(Path(a.dir))
     print(f"private key {priv} (keep it on the training side, mode 0600)")
@@ -154,26 +154,26 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from sensorml.score import main as score_main
+    from sensorml.offline.score import main as score_main
 
     return score_main(a.rest)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from sensorml.demo import run_demo
+    from sensorml.demo.run import run_demo
 
     return run_demo(Path(a.workdir), fault=a.fault, learn_s=a.learn_s, quick=a.quick)
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
-    from sensorml.sync import run_sync
+    from sensorml.sync.job import run_sync
 
     setup_logging(a.log_format, a.log_level)
     return run_sync(_config(a.config), every_s=a.every_s, once=a.once)
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    from sensorml.label import alarm_events, format_events, label_event
+    from sensorml.buffer.labels import alarm_events, format_events, label_event
 
     cfg = _config(a.config)
     if a.list or a.event is None:
@@ -187,7 +187,7 @@ def cmd_label(a: argparse.Namespace) -> int:
 
 
 def _duration(text: str) -> float:
-    from firmware_bridge.source import parse_duration
+    from firmware_bridge.parsing import parse_duration
 
     try:
         return parse_duration(text)

@@ -90,7 +90,7 @@ class Table:
         return float(v)
 
     def duration(self, name: str, default: Any = _MISSING, lo: float = 0.0) -> Any:
-        from firmware_bridge.source import parse_duration
+        from firmware_bridge.parsing import parse_duration
 
         v = self.raw(name, default)
         if v is None or (v is default and default is not _MISSING and not isinstance(v, str)):

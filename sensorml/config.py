@@ -100,7 +100,7 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class DeployConfig:
-    """``[deploy]``: how new models reach this gateway (see sensorml.redeploy/shadow)."""
+    """``[deploy]``: how new models reach this gateway (see sensorml.bundles.fetch/shadow)."""
 
     #: the fleet file ``desired/<fleet>.json`` this gateway follows (its own
     #: ``desired/<device_id>.json`` overrides it)
@@ -144,8 +144,8 @@ class GatewayConfig:
     deploy: DeployConfig = DeployConfig()
 
     def feature_spec(self):
-        """The :class:`~sensorml.features.FeatureSpec` the windows of this gateway produce."""
-        from sensorml.features import FeatureSpec
+        """The :class:`~sensorml.edge.features.FeatureSpec` the windows of this gateway produce."""
+        from sensorml.edge.features import FeatureSpec
 
         f = dict(self.features)
         f.setdefault("channels", list(self.source.channels))
@@ -195,7 +195,7 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 
 def _source(t: Table) -> SourceConfig:
-    from firmware_bridge.source import split_url
+    from firmware_bridge.parsing import split_url
 
     url = t.str("url")
     try:
@@ -230,7 +230,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
 
     source = _source(root.table("source", required=True))
     if source.url.startswith("sim:"):  # the simulator's vibration: ax, ay, az at rate=
-        from firmware_bridge.source import split_url
+        from firmware_bridge.parsing import split_url
 
         q = split_url(source.url)[2]
         source = SourceConfig(source.url, source.channels or tuple(

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from sensorml.procs import Proc
+from sensorml.demo.procs import Proc
 
 __all__ = ["Proc", "log_json", "start_gateway", "start_sim", "stop_all", "write_config"]
 

@@ -15,8 +15,8 @@ on scales from 0.01 to 50 and offsets up to 60, as real features are) it runs
    fresh healthy row;
 5. **planted fault** — ``n_shifted`` features shifted by ``shift_sigma`` σ (a fault that
    raises a few related features together) land above warn in ≥ ``min_detected`` of rows;
-6. **wrong input width** — the bundle, loaded by :func:`sensorml.bundle.load_bundle` and
-   run by :class:`sensorml.scorer.Scorer`, refuses n - 1 and n + 1 features with a
+6. **wrong input width** — the bundle, loaded by :func:`sensorml.bundles.bundle.load_bundle` and
+   run by :class:`sensorml.edge.scorer.Scorer`, refuses n - 1 and n + 1 features with a
    :class:`~sensorml.errors.ModelError` naming both numbers, and onnxruntime itself
    refuses the wrong width.
 
@@ -35,9 +35,9 @@ import numpy as np
 import onnx
 
 from sensorml.errors import ModelError
-from training.export import OPSET, onnx_scores, parity
 from training.fit import FeatureTable, fit_bundle
 from training.models import get_family
+from training.onnx.common import OPSET, onnx_scores, parity
 
 __all__ = ["check_detector", "DetectorCheckError", "synthetic_healthy", "plant_shift"]
 
@@ -160,8 +160,8 @@ def _family_params(r) -> dict:
 
 
 def _width_checks(bundle_path: Path, onnx_bytes: bytes, n: int) -> list[str]:
-    from sensorml.bundle import load_bundle
-    from sensorml.scorer import Scorer
+    from sensorml.bundles.bundle import load_bundle
+    from sensorml.edge.scorer import Scorer
 
     out = []
     scorer = Scorer(load_bundle(bundle_path, trusted_keys=[], allow_unsigned=True))

@@ -319,35 +319,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return run_evaluate(a, step)
 
 
-def _trust(a: argparse.Namespace) -> dict:
-    from training.publish import trusted_from
-
-    keys = trusted_from(a.trusted, a.key)
-    if not keys and not a.allow_unsigned:
-        raise SensormlError("--trusted or --key: needed to verify the bundle's signature "
-                            "(or --allow-unsigned)")
-    return {"trusted_keys": keys, "allow_unsigned": a.allow_unsigned}
-
-
 def cmd_export(a: argparse.Namespace) -> int:
-    from training.publish import export_bundle
+    from training.publish import export_bundle, trust_from_args
 
-    out = export_bundle(a.bundle, a.out, force=a.force, **_trust(a))
+    out = export_bundle(a.bundle, a.out, force=a.force, **trust_from_args(a))
     print(f"exported {a.bundle} -> {out} (signed bytes unchanged, verified)")
     return 0
 
 
 def cmd_publish(a: argparse.Namespace) -> int:
-    from training.publish import describe, publish
+    from training.publish import describe, publish, trust_from_args
 
     with step(f"publishing {a.bundle} to {a.store}"):
-        target = publish(a.bundle, a.store, force=a.force, notes=a.notes, **_trust(a))
+        target = publish(a.bundle, a.store, force=a.force, notes=a.notes, **trust_from_args(a))
     print(f"published {describe(target)}")
     return 0
 
 
 def cmd_keygen(a: argparse.Namespace) -> int:
-    from sensorml.signing import fingerprint, keygen, load_public_key
+    from sensorml.bundles.signing import fingerprint, keygen, load_public_key
 
     priv, pub = keygen(a.dir)
     print(f"private key {priv} (mode 0600; keep it on the training side)")
@@ -356,8 +346,8 @@ def cmd_keygen(a: argparse.Namespace) -> int:
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
-    from sensorml.bundle import load_bundle
-    from sensorml.scorer import Scorer
+    from sensorml.bundles.bundle import load_bundle
+    from sensorml.edge.scorer import Scorer
 
     b = load_bundle(a.bundle, trusted_keys=a.trusted, allow_unsigned=a.allow_unsigned)
     Scorer(b)
@@ -368,7 +358,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def cmd_sign(a: argparse.Namespace) -> int:
-    from sensorml.bundle import load_bundle, write_bundle
+    from sensorml.bundles.bundle import load_bundle, write_bundle
 
     b = load_bundle(a.bundle, trusted_keys=[], allow_unsigned=True)
     write_bundle(Path(a.bundle), b.manifest.to_dict(), b.model_bytes, a.key)

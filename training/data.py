@@ -4,7 +4,7 @@
   ``scores`` table's feature vectors with their times, model versions and verdicts, and
   the operators' ``labels`` joined to their ``events``.
 - :class:`TableSource`: a plant historian export (CSV with any delimiter, or Parquet),
-  one row per time step; features are built by :mod:`sensorml.tablefeatures` exactly as
+  one row per time step; features are built by :mod:`sensorml.offline.tablefeatures` exactly as
   the edge builds them.
 
 The cloud store's ingest tree (``ingest/<device>/<yyyy>/<mm>/<dd>/<batch>.*``) gets its
@@ -24,8 +24,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from sensorml.errors import ConfigError
-from sensorml.tablefeatures import TableSpec, fill_missing, table_features
-from sensorml.tableio import Table, parse_time, read_buffer_labels, read_buffer_scores, read_table
+from sensorml.offline.tablefeatures import TableSpec, fill_missing, table_features
+from sensorml.offline.tableio import (
+    Table,
+    parse_time,
+    read_buffer_labels,
+    read_buffer_scores,
+    read_table,
+)
 
 __all__ = ["FeatureFrame", "FaultRange", "DataSource", "BufferSource", "TableSource",
            "parse_row_ranges", "parse_time_ranges", "rows_mask", "ranges_mask", "min_rows",

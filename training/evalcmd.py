@@ -1,5 +1,5 @@
 """``training evaluate``: score labelled data with a bundle exactly as the gateway would
-(:mod:`sensorml.score`), compare with the labels (:mod:`training.evaluate`), write the
+(:mod:`sensorml.offline.score`), compare with the labels (:mod:`training.evaluate`), write the
 report (:mod:`training.report`) and optionally the manifest's ``metrics["evaluation"]``.
 
 Labels: ``--fault-rows 160:960``, ``--fault-time a..b``, ``--labels file.csv`` (header
@@ -59,10 +59,10 @@ def row_ranges_to_times(ranges: list[tuple[int, int]], t: np.ndarray) -> list[tu
 
 
 def _load(a, trust: dict):
-    from sensorml.bundle import load_bundle
-    from sensorml.decider import Thresholds
-    from sensorml.score import score_rows, score_table
-    from sensorml.scorer import Scorer
+    from sensorml.bundles.bundle import load_bundle
+    from sensorml.edge.decider import Thresholds
+    from sensorml.edge.scorer import Scorer
+    from sensorml.offline.score import score_rows, score_table
 
     b = load_bundle(a.bundle, trusted_keys=trust["trusted_keys"],
                     allow_unsigned=trust["allow_unsigned"])
@@ -81,11 +81,11 @@ def _load(a, trust: dict):
 
 
 def run_evaluate(a, step) -> int:
-    from training.cli import _trust
+    from training.publish import trust_from_args
 
     if a.update_bundle and not a.key:
         raise ConfigError("--update-bundle: needs --key to re-sign the bundle")
-    trust = _trust(a)
+    trust = trust_from_args(a)
     with step(f"scoring {a.table or a.buffer} with {a.bundle}"):
         b, t, r, time_kind, source, buf = _load(a, trust)
     n = len(t)
@@ -123,7 +123,7 @@ def run_evaluate(a, step) -> int:
         if "png" not in files:
             print("(matplotlib is not installed: no plot)", file=sys.stderr)
     if a.update_bundle:
-        from sensorml.bundle import write_bundle
+        from sensorml.bundles.bundle import write_bundle
 
         m = b.manifest.to_dict()
         m["metrics"] = {**m["metrics"], "evaluation": manifest_metrics(ev, data=source, labels=how)}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sensorml.decider import Verdict
+from sensorml.edge.decider import Verdict
 
 __all__ = ["LEVELS", "runs", "pointwise", "eventwise", "evaluate_levels", "summary_lines",
            "jsonable", "manifest_metrics"]

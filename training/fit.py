@@ -45,11 +45,11 @@ import numpy as np
 import sklearn
 from sklearn.preprocessing import StandardScaler
 
-from sensorml.bundle import write_bundle
+from sensorml.bundles.bundle import write_bundle
 from sensorml.errors import ConfigError
 from training.calibrate import DEFAULT_RATES, calibrate_thresholds, window_period_from_spec
-from training.export import INPUT_NAME, OUTPUT_NAME, ParityError, onnx_scores, parity
 from training.models import COMMON_PARAMS, FAMILIES, family_params, get_family
+from training.onnx.common import INPUT_NAME, OUTPUT_NAME, ParityError, onnx_scores, parity
 
 __all__ = ["MODELS", "FeatureTable", "FitResult", "load_features", "load_table", "fit_model",
            "calibrate", "fingerprint", "fit_bundle", "split_holdout"]
@@ -137,7 +137,7 @@ def _check_table(t: FeatureTable) -> FeatureTable:
     if not isinstance(t.feature_spec, dict):
         raise ConfigError(f"{t.source}: feature_spec must be a JSON object")
     try:  # the spec's own names must be the table's columns, in order
-        from sensorml.features import FeatureSpec
+        from sensorml.edge.features import FeatureSpec
 
         spec_names = tuple(FeatureSpec.from_dict(t.feature_spec).names())
     except Exception:  # noqa: BLE001 - no features module yet or a spec of names only

@@ -1,7 +1,7 @@
 """Read what the gateways synced back into numpy, and compact it into partitioned Parquet.
 
 ``read_ingest(store)`` walks ``ingest/<device>/...`` and ``labels/<device>/...`` of a
-cloud store (any :func:`sensorml.store.open_store` URL, or a ``Store``), checks every
+cloud store (any :func:`sensorml.sync.stores.open_store` URL, or a ``Store``), checks every
 batch's checksum and returns, per table, columns concatenated over all batches and
 devices with a ``device`` column added. Rows are de-duplicated by (device, id): the
 sync job uploads each row once, and a copy that somehow got there twice is dropped.
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from sensorml.batch import decode_batch, raw_window
-from sensorml.store import FileStore, Store, open_store
+from sensorml.sync.batch import decode_batch, raw_window
+from sensorml.sync.stores import FileStore, Store, open_store
 
 __all__ = ["IngestSource", "compact", "labelled_events", "read_ingest", "to_pandas"]
 

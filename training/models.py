@@ -41,9 +41,11 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from sensorml.errors import ConfigError
-from training.export import iforest_to_onnx, pca_statistics, pca_to_onnx, reference_scores
-from training.export_ae import ACTIVATIONS, autoencoder_to_onnx
-from training.export_gmm import gmm_to_onnx
+from training.onnx import reference_scores
+from training.onnx.autoencoder import ACTIVATIONS, autoencoder_to_onnx
+from training.onnx.gmm import gmm_to_onnx
+from training.onnx.iforest import iforest_to_onnx
+from training.onnx.pca import pca_statistics, pca_to_onnx
 
 __all__ = ["Family", "FAMILIES", "register", "get_family", "family_params", "COMMON_PARAMS"]
 

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sensorml.bundle import (
+from sensorml.bundles.bundle import (
     MANIFEST,
     MODEL,
     SIGNATURE,
@@ -72,7 +72,7 @@ def trusted_from(trusted: list[str] | tuple[str, ...] = (), key: str | None = No
     """Trusted keys: the given public keys plus the public half of the signing *key*."""
     out: list = list(trusted)
     if key:
-        from sensorml.signing import load_private_key
+        from sensorml.bundles.signing import load_private_key
 
         out.append(load_private_key(key).public_key())
     return out
@@ -187,3 +187,13 @@ def export_bundle(src: str | os.PathLike, dest: str | os.PathLike, *, trusted_ke
 def describe(path: Path) -> str:
     """One line for the CLI: where and which files."""
     return f"{path}: " + ", ".join(sorted(p.name for p in path.iterdir()))
+
+
+def trust_from_args(a) -> dict:
+    """``trusted_keys`` / ``allow_unsigned`` from the ``--trusted``/``--key``/``--allow-unsigned``
+    options of the ``training`` commands that verify a bundle."""
+    keys = trusted_from(a.trusted, a.key)
+    if not keys and not a.allow_unsigned:
+        raise ConfigError("--trusted or --key: needed to verify the bundle's signature "
+                          "(or --allow-unsigned)")
+    return {"trusted_keys": keys, "allow_unsigned": a.allow_unsigned}

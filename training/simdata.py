@@ -2,7 +2,7 @@
 
 The simulator (:class:`firmware_bridge.sim.machine.Machine`) is driven directly with
 ``generate`` — no real time, no processes — and every window is turned into features by
-:class:`sensorml.features.FeatureExtractor`, exactly as the gateway does. Used by the
+:class:`sensorml.edge.features.FeatureExtractor`, exactly as the gateway does. Used by the
 detection benchmark, the notebooks and the tests.
 
 - :func:`operating_schedule`: seeded speed/load set-point changes (speed within ±10 % of
@@ -31,7 +31,7 @@ from firmware_bridge.sim.faults import FaultEvent
 from firmware_bridge.sim.machine import SLOW_CHANNELS, Machine
 from firmware_bridge.sim.process import PROFILES
 from firmware_bridge.sim.schedule import SetPoint, auto_schedule
-from sensorml.features import FeatureExtractor, FeatureSpec
+from sensorml.edge.features import FeatureExtractor, FeatureSpec
 
 __all__ = ["DEFAULT_SPEC", "SimRun", "default_spec", "operating_schedule", "simulate",
            "healthy_runs", "fault_run", "day_segments", "stack"]

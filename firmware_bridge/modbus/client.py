@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.source import split_url
+from firmware_bridge.parsing import split_url
 
 #: query keys consumed by the serial (RTU) transport
 SERIAL_KEYS = ("baud", "parity", "stopbits", "bytesize")

@@ -7,7 +7,7 @@
   catalogue, scheduled/ramped severities.
 - :mod:`~firmware_bridge.sim.replay`: play a recorded CSV through the same outputs; record one
   (``python -m firmware_bridge.sim.replay`` remakes ``data/sim/pump_outer_race_2k.csv``).
-- :mod:`~firmware_bridge.sim.source`: ``sim://`` URLs, an in-process source of blocks.
+- :mod:`~firmware_bridge.sources.sim`: ``sim://`` URLs, an in-process source of blocks.
 - :mod:`~firmware_bridge.sim.serial_device` / :mod:`~firmware_bridge.sim.modbus_device`:
   a pty streaming CSV or frames, a Modbus TCP (and RTU on a pty) server.
 - :mod:`~firmware_bridge.sim.cli`: ``sensorml simulate``.

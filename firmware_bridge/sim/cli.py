@@ -25,11 +25,11 @@ from collections import deque
 import numpy as np
 
 from firmware_bridge.errors import BridgeError, ConfigError
+from firmware_bridge.parsing import parse_duration
 from firmware_bridge.sim.faults import FAULT_BITS, FAULTS, parse_fault_arg
 from firmware_bridge.sim.machine import PROFILES, STATUS_CODES
 from firmware_bridge.sim.replay import record
-from firmware_bridge.sim.source import Pacer, machine_from_query
-from firmware_bridge.source import parse_duration
+from firmware_bridge.sources.sim import Pacer, machine_from_query
 
 EPILOG = f"""\
 faults: {', '.join(FAULTS)}

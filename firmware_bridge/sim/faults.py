@@ -238,7 +238,7 @@ def parse_fault_schedule(text: str, key: str = "faults") -> list[FaultEvent]:
     >>> parse_fault_schedule("imbalance@30s+10s*0.5, outer_race@1m")
     [FaultEvent(fault='imbalance', at=30.0, severity=0.5, ramp_s=10.0), FaultEvent(fault='outer_race', at=60.0, severity=1.0, ramp_s=0.0)]
     """
-    from firmware_bridge.source import parse_duration
+    from firmware_bridge.parsing import parse_duration
 
     out = []
     for i, item in enumerate(p.strip() for p in text.split(",")):

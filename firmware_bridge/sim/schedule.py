@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.source import parse_duration
+from firmware_bridge.parsing import parse_duration
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from gwprocs import Proc, log_json, start_sim  # noqa: E402
 
 from benchmarks.soak import make_bundle  # noqa: E402
 from firmware_bridge.codec.frames import encode_frame  # noqa: E402
-from sensorml.bundle import keygen  # noqa: E402
+from sensorml.bundles.bundle import keygen  # noqa: E402
 
 GW_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -347,13 +347,13 @@ def wait_until(pred, timeout: float, what: str, step: float = 0.02):
 
 def status(state_dir: Path) -> dict:
     """The running gateway's ``/status`` (control port on 127.0.0.1)."""
-    from sensorml.control import call
+    from sensorml.gateway.control import call
 
     return call(state_dir, "/status")
 
 
 def reset(state_dir: Path, by: str = "fault suite") -> dict:
-    from sensorml.control import call
+    from sensorml.gateway.control import call
 
     return call(state_dir, "/reset", {"by": by})
 

@@ -419,7 +419,7 @@ HUGE_WINDOW = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 from sensorml.errors import ConfigError
-from sensorml.features import FeatureSpec
+from sensorml.edge.features import FeatureSpec
 try:
     FeatureSpec.from_dict({"channels": ["ax"], "sample_rate": 25600, "window": 10**9})
 except ConfigError as e:

@@ -140,7 +140,7 @@ def _quota_fallback(tmp_path, fault_report) -> None:
     """No mount here: the same pressure through SQLite's max_page_count quota."""
     import numpy as np
 
-    from sensorml.recorder import Recorder
+    from sensorml.buffer.recorder import Recorder
 
     rec = Recorder(tmp_path / "q.db", max_bytes=64 << 20, buffer_options={"max_pages": 300})
     x = np.zeros((1024, 3), np.float32)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorml.bundle import keygen, load_bundle, unpack_bundle, write_bundle
+from sensorml.bundles.bundle import keygen, load_bundle, unpack_bundle, write_bundle
 from sensorml.errors import (
     BundleFormatError,
     BundleHashError,
@@ -146,12 +146,12 @@ def test_wrong_key_mismatch_and_archive_attacks(tmp_path, bundle, keys, tmp_path
     (b / "model.onnx").write_bytes(onnx + b"\x00")
     refused["model_swapped"] = _refused(b, BundleHashError, pub)
     # signed manifest whose features differ from what the config produces
-    from sensorml.features import FeatureSpec
+    from sensorml.edge.features import FeatureSpec
 
     spec = FeatureSpec.from_dict({**man["feature_spec"], "hop": 256})
     refused["spec_differs"] = _refused(bundle, BundleSpecError, pub, expected_spec=spec)
     # signed manifest that lies about its model's input width: the scorer refuses it
-    from sensorml.scorer import Scorer
+    from sensorml.edge.scorer import Scorer
 
     lie = dict(man, n_features=man["n_features"] - 1, feature_names=man["feature_names"][:-1])
     b = write_bundle(tmp_path / "lying", lie, onnx, keys[0])
@@ -271,7 +271,7 @@ def test_running_gateway_keeps_its_model_through_hostile_reloads(
 
 
 def test_hostile_desired_state_files(tmp_path, keys, tmp_path_factory, fault_report):
-    from sensorml.desired import DesiredError, make_desired, verify_desired
+    from sensorml.bundles.desired import DesiredError, make_desired, verify_desired
 
     other = keygen(tmp_path_factory.mktemp("other_keys3"))
     pub = [str(keys[1])]

@@ -9,7 +9,7 @@ timeouts; recovery times after the pty and the Modbus devices return.
 
 What limits the watchdog's accuracy: the fast-path thread checks it only when
 ``queue.get(timeout=tick)`` times out, ``tick = min(0.05, timeout / 4)``
-(sensorml/gateway.py), so a silence is seen up to one tick late. The tick's phase starts
+(sensorml/gateway/process.py), so a silence is seen up to one tick late. The tick's phase starts
 at the last block, so a timeout that is a whole number of ticks (300 ms = 6 x 50 ms,
 60 ms = 4 x 15 ms) is met within a few ms, and 330 ms (6.6 ticks) is seen ~20 ms late. What bounds recovery:
 the serial source reopens with backoff 0.1 s doubling to 5 s, the Modbus source probes
@@ -97,7 +97,7 @@ def test_noise_and_truncated_frames_between_frames_every_valid_frame_recovered(
 @pytest.mark.parametrize("timeout", ["300ms", "330ms", "60ms"])
 def test_watchdog_trips_close_to_its_timeout_when_data_stops(
         tmp_path, fx, procs, pty_device, bundle_8k, keys, fault_report, timeout):
-    from firmware_bridge.source import parse_duration
+    from firmware_bridge.parsing import parse_duration
 
     t_out = parse_duration(timeout)
     dev, gw, state = _serial_gateway(tmp_path, fx, pty_device, bundle_8k, keys[1],
@@ -196,7 +196,7 @@ map = "{tmp_path / 'two.toml'}"
 
 
 def test_modbus_server_restart_and_one_dead_device(tmp_path, fx, procs, fault_report):
-    from firmware_bridge.modbus.testserver import ModbusTestServer
+    from firmware_bridge.sim.modbus_server import ModbusTestServer
 
     server = ModbusTestServer({1: {"holding": 16}, 2: {"holding": 16}}).start()
     try:
@@ -241,7 +241,7 @@ def test_modbus_link_that_goes_silent_then_returns(tmp_path, fx, procs, fault_re
     within 2 s."""
     from faultproxy import FaultProxy
 
-    from firmware_bridge.modbus.testserver import ModbusTestServer
+    from firmware_bridge.sim.modbus_server import ModbusTestServer
 
     server = ModbusTestServer({1: {"holding": 16}, 2: {"holding": 16}}).start()
     proxy = FaultProxy(int(server.url.rsplit(":", 1)[1].split("?")[0]))

@@ -35,8 +35,8 @@ import time
 
 import pytest
 
-from sensorml.buffer import Buffer
-from sensorml.procs import Proc
+from sensorml.buffer.db import Buffer
+from sensorml.demo.procs import Proc
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,7 +49,7 @@ RAW = "[buffer]\nraw_sample_every = 20\n"
 
 def lake_ids(lake) -> dict[str, list[int]]:
     """Row ids per table in every batch object of the lake (a repeated id = a duplicate)."""
-    from sensorml.batch import decode_batch
+    from sensorml.sync.batch import decode_batch
 
     out: dict[str, list[int]] = {}
     for f in sorted(lake.rglob("*.smlb.gz")):

@@ -92,7 +92,7 @@ def test_train_evaluate_publish_gives_a_signed_bundle_with_the_evaluated_scores(
     nb, text = run("02_train_evaluate_publish.ipynb", tmp_path, kernel_name)
     store = tmp_path / "store" / "models" / "pump" / "1"
     assert (store / "RELEASE.md").exists()
-    from sensorml.bundle import load_bundle
+    from sensorml.bundles.bundle import load_bundle
 
     b = load_bundle(store, trusted_keys=sorted((tmp_path / "keys").glob("*.pub")))
     assert b.signed_by

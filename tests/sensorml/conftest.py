@@ -13,8 +13,8 @@ from gwprocs import Proc, log_json, start_gateway, start_sim, write_config
 
 from firmware_bridge.sim.machine import Machine
 from firmware_bridge.sim.schedule import SetPoint
-from sensorml.bundle import keygen
-from sensorml.features import FeatureExtractor, FeatureSpec
+from sensorml.bundles.bundle import keygen
+from sensorml.edge.features import FeatureExtractor, FeatureSpec
 
 RATE = 25600
 SPEC = dict(channels=["ax", "ay", "az"], sample_rate=RATE, window=1024, hop=512)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorml.bundle import keygen
+from sensorml.bundles.bundle import keygen
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 pytestmark = pytest.mark.timeout(120)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorml.bundle import load_bundle
-from sensorml.signing import keygen
-from sensorml.tablefeatures import FEATURE_CODE_VERSION
+from sensorml.bundles.bundle import load_bundle
+from sensorml.bundles.signing import keygen
+from sensorml.offline.tablefeatures import FEATURE_CODE_VERSION
 from training.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_a_real_process_fits_from_a_semicolon_table(work, tmp_path):
 
 
 def test_fit_and_evaluate_from_a_gateway_buffer_with_operator_labels(work, tmp_path, capsys):
-    from sensorml.buffer import Buffer
+    from sensorml.buffer.db import Buffer
 
     d, priv, pub = work
     rng = np.random.default_rng(5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorml.buffer import Buffer
+from sensorml.buffer.db import Buffer
 from sensorml.errors import ConfigError, StoreError
 from training.data import (
     BufferSource,

@@ -9,7 +9,10 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from training.export import iforest_to_onnx, onnx_scores, parity, pca_to_onnx, reference_scores
+from training.onnx import reference_scores
+from training.onnx.common import onnx_scores, parity
+from training.onnx.iforest import iforest_to_onnx
+from training.onnx.pca import pca_to_onnx
 
 F = 16
 
@@ -94,7 +97,7 @@ def test_pca_graph_matches_numpy_reference(data, kind):
 
 def test_folded_threshold_is_the_exact_float32_boundary():
     """For every split, x <= T in raw float32 units iff scikit-learn's scaled x <= t."""
-    from training.export import _fold_thresholds
+    from training.onnx.iforest import _fold_thresholds
 
     rng = np.random.default_rng(3)
     n = 8

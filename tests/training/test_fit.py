@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from sensorml.bundle import load_bundle
+from sensorml.bundles.bundle import load_bundle
+from sensorml.bundles.signing import keygen
+from sensorml.edge.scorer import Scorer
 from sensorml.errors import ConfigError
-from sensorml.scorer import Scorer
-from sensorml.signing import keygen
 from training.cli import main
 from training.fit import FeatureTable, calibrate, fit_bundle, load_features
 

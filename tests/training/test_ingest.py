@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pyarrow.dataset as ds
 
-from sensorml.buffer import Buffer
+from sensorml.buffer.db import Buffer
 from sensorml.cli import main as sensorml_main
-from sensorml.store import FileStore
-from sensorml.sync import SyncJob
+from sensorml.sync.job import SyncJob
+from sensorml.sync.stores import FileStore
 from training.ingest import compact, labelled_events, read_ingest, to_pandas
 
 T0 = 1.764e9

@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 
-from sensorml.buffer import Buffer
-from sensorml.recorder import Recorder
-from sensorml.store import open_store
-from sensorml.sync import SyncJob
+from sensorml.buffer.db import Buffer
+from sensorml.buffer.recorder import Recorder
+from sensorml.sync.job import SyncJob
+from sensorml.sync.stores import open_store
 from training.cli import main as training_main
 from training.ingest import IngestSource
 

@@ -9,8 +9,9 @@ import pytest
 
 from training.calibrate import calibrate_thresholds
 from training.checks import plant_shift
-from training.export import OPSET, onnx_scores, parity, pca_statistics
 from training.models import FAMILIES, family_params, get_family
+from training.onnx.common import OPSET, onnx_scores, parity
+from training.onnx.pca import pca_statistics
 
 F = 16
 

@@ -7,9 +7,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from sensorml.bundle import example_manifest, load_bundle, write_bundle
+from sensorml.bundles.bundle import example_manifest, load_bundle, write_bundle
+from sensorml.bundles.signing import keygen
 from sensorml.errors import BundleSignatureError, ConfigError
-from sensorml.signing import keygen
 from training.publish import export_bundle, publish, store_root
 
 

@@ -1,0 +1,2 @@
+"""``sensorml demo``: the whole loop on one machine, and its HTML report.
+"""

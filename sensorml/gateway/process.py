@@ -1,0 +1,378 @@
+"""The gateway process: sources → bounded queue → fast path → trip; recorder; control.
+
+``run_gateway(cfg)`` blocks until SIGTERM/SIGINT (or ``Gateway.stop()``). Threads:
+
+- one reader thread per source (owned by the source), putting blocks on a bounded queue;
+- the fast-path thread (the caller of :meth:`Gateway.run`), which is the only one that
+  windows, scores, decides and trips;
+- the recorder's writer thread (SQLite), the control/metrics HTTP thread, and the
+  model-reload thread (loads and checks a new bundle off the fast path, then swaps it in).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import sqlite3
+import sys
+import threading
+import time
+
+from firmware_bridge.sources import open_source
+from sensorml.buffer.recorder import Recorder
+from sensorml.bundles.staging import BundleStore, deployment_state
+from sensorml.config import GatewayConfig
+from sensorml.edge.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
+from sensorml.edge.fastpath import ActiveModel, FastPath
+from sensorml.edge.windowing import SlowTracker
+from sensorml.errors import BundleError, SensormlError, StoreError
+from sensorml.gateway.slot import ShadowDeploy, file_mtime
+from sensorml.gateway.telemetry import GatewayMetrics
+
+log = logging.getLogger("sensorml.gateway.process")
+
+_FAST, _SLOW, _EVENT = 0, 1, 2
+
+
+class Gateway(ShadowDeploy):
+    """Everything one gateway runs, wired from a checked config."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.spec = cfg.feature_spec()
+        self.metrics = GatewayMetrics()
+        self.q: queue.Queue = queue.Queue(maxsize=4096)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.buffer.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recorder = Recorder(cfg.buffer.path, queue_size=cfg.buffer.queue_size,
+                                 max_bytes=int(cfg.buffer.max_mb * 1024 * 1024),
+                                 raw_sample_every=cfg.buffer.raw_sample_every,
+                                 device=cfg.device_id, start=False)
+        self.latch = TripLatch()
+        wd = cfg.watchdog
+        self.watchdog = Watchdog(wd.timeout_s, max_gap=wd.max_gap,
+                                 model_failures=wd.model_failures, on_silence=wd.on_silence,
+                                 on_gap=wd.on_gap, on_model_failure=wd.on_model_failure)
+        self.sources = []
+        self.serial_link = None
+        self.actuators = []
+        self.model: ActiveModel | None = None
+        self.model_error: str | None = None
+        self._bundle_mtime: tuple = ()
+        self.control = None
+        self.started = time.time()
+        # redeployment: staged bundles, a candidate in shadow (sensorml.bundles.staging/shadow)
+        self.store = BundleStore(cfg.state_dir / "bundles")
+        self.shadow = None  # sensorml.gateway.shadow.ShadowRunner
+        self.last_shadow: dict | None = None
+        self._candidate_seen: tuple | None = None
+        self._model_lock = threading.RLock()
+
+    # --------------------------------------------------------------- set-up
+    def _put(self, kind: int, item) -> None:
+        try:
+            self.q.put_nowait((kind, item))
+        except queue.Full:
+            self.metrics.queue_drops.inc()
+
+    def open(self) -> None:
+        cfg = self.cfg
+        src = open_source(cfg.source.url, lambda b: self._put(_FAST, b),
+                          lambda e: self._put(_EVENT, e), **self._source_options(cfg.source))
+        self.sources.append(src)
+        if cfg.source.url.startswith("serial:"):
+            self.serial_link = src
+        for s in cfg.slow_sources:
+            self.sources.append(open_source(s.url, lambda b: self._put(_SLOW, b),
+                                            lambda e: self._put(_EVENT, e),
+                                            **self._source_options(s)))
+        from firmware_bridge.actuators import open_actuator
+        from firmware_bridge.errors import PortError
+
+        for spec in cfg.trip:
+            link = self.serial_link if spec.kind == "serial-command" else None
+            try:
+                self.actuators.append(open_actuator(spec, serial_link=link))
+            except PortError as e:
+                # Start anyway (hard limits and the watchdog must run), connect at trip time,
+                # and say so loudly: a trip path that is down now is an operator's problem.
+                log.error("trip actuator not reachable at start: %s", e)
+                self._record_event("actuator", {"error": str(e)})
+                self.actuators.append(open_actuator(spec, serial_link=link, connect=False))
+        self.load_model(initial=True)
+        self._restore_latch()
+
+    def _restore_latch(self) -> None:
+        """A trip survives a restart: if the buffer's newest trip event has no reset after
+        it (the gateway crashed, was killed or rebooted while tripped), start latched with
+        that reason; :meth:`run` re-sends the stop. Only an operator's reset clears it."""
+        from sensorml.buffer.db import Buffer
+
+        path = self.cfg.buffer.path
+        if not path.exists():
+            return
+        try:
+            with Buffer(path, readonly=True) as b:
+                pending = b.pending_trip()
+        except (StoreError, sqlite3.Error) as e:
+            log.error("cannot read the last trip from %s (%s): starting unlatched", path, e)
+            return
+        if pending is None:
+            return
+        d = pending["detail"]
+        reason = {k: v for k, v in d.items()
+                  if k not in ("actions", "features", "action_ms", "sample_to_trip_ms", "error")}
+        reason.update(restored=True, tripped_at=pending["t"], event_id=pending["id"])
+        self.latch.trip(reason, float(pending["t"]))
+        log.warning("latched trip restored from the buffer (event %d, cause %s): the machine stays "
+                    "stopped until a reset", pending["id"], d.get("cause"))
+
+    @staticmethod
+    def _source_options(s) -> dict:
+        opts = dict(s.options)
+        if s.channels:
+            opts["channels"] = tuple(s.channels)
+        if s.rate is not None and not s.url.startswith("modbus"):
+            opts["rate"] = s.rate
+        return opts
+
+    def load_model(self, initial: bool = False) -> bool:
+        """Load and check the configured bundle; swap it in only if every check passes."""
+        from sensorml.bundles.bundle import load_bundle
+        from sensorml.bundles.verifychild import verify_in_child
+        from sensorml.edge.scorer import Scorer
+
+        mc = self.cfg.model
+        if mc.bundle is None:
+            return False
+        try:
+            self._bundle_mtime = file_mtime(mc.bundle)
+            bundle = load_bundle(mc.bundle, trusted_keys=list(mc.trusted_keys),
+                                 verify=verify_in_child,
+                                 allow_unsigned=mc.allow_unsigned, expected_spec=self.spec)
+            scorer = Scorer(bundle)
+        except (BundleError, SensormlError, OSError) as e:
+            self.model_error = str(e)
+            kept = f"; keeping model {self.model.version}" if self.model else "; no model: hard limits and watchdog only"
+            log.error("model refused: %s%s", e, kept)
+            self._record_event("model", {"action": "refused", "error": str(e)[:500]})
+            self.metrics.model_refusals.inc()
+            return False
+        man = bundle.manifest
+        new = ActiveModel(scorer, self._decider(man), str(man.version), str(man.name))
+        with self._model_lock:
+            old = self._swap_model(new)
+        self.metrics.model_info(new.name, new.version)
+        self._record_event("model", {"action": "loaded", "name": new.name, "version": new.version,
+                                     "previous": old.version if old else None})
+        log.info("model %s %s loaded", new.name, new.version)
+        return True
+
+    def _decider(self, man) -> Decider:
+        th = man.thresholds
+        d = self.cfg.decision
+        thresholds = Thresholds(
+            warn=d.warn if d.warn is not None else th["warn"],
+            alarm=d.alarm if d.alarm is not None else th["alarm"],
+            trip=d.trip if d.trip is not None else th["trip"],
+        )
+        return Decider(thresholds, k=d.k, n=d.n, hysteresis=d.hysteresis)
+
+    def _swap_model(self, new: ActiveModel) -> ActiveModel | None:
+        old = self.model
+        self.model = new
+        if getattr(self, "fast", None) is not None:
+            self.fast.model = new  # one reference assignment: atomic for the fast path
+        self.model_error = None
+        return old
+
+    def _record_event(self, kind: str, detail: dict) -> None:
+        self.recorder.record_event(kind, {"device": self.cfg.device_id, **detail}, priority=0)
+
+    def _build_fastpath(self) -> FastPath:
+        cfg = self.cfg
+        fast_ch = tuple(self.spec.channels)
+        fast_limits = [HardLimit(lim.channel, lim.above, lim.below)
+                       for lim in cfg.limits if lim.channel in fast_ch]
+        slow_ch = tuple(c for s in self.sources[1:] for c in s.channels)
+        slow_limits = [HardLimit(lim.channel, lim.above, lim.below)
+                       for lim in cfg.limits if lim.channel not in fast_ch]
+        for lim in slow_limits:
+            if lim.channel not in slow_ch:
+                raise SensormlError(
+                    f"limits: channel {lim.channel!r} is not produced by any source "
+                    f"(fast: {', '.join(fast_ch)}; slow: {', '.join(slow_ch) or 'none'})")
+        slow_tracker = SlowTracker(self.spec) if self.spec.slow_channels else None
+        return FastPath(
+            self.spec, model=self.model,
+            limits=LimitChecker(fast_limits, fast_ch) if fast_limits else None,
+            slow_limits=LimitChecker(slow_limits) if slow_limits else None,
+            watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
+            recorder=self.recorder, metrics=self.metrics,
+            slow_tracker=slow_tracker, startup_inhibit_s=cfg.decision.startup_inhibit_s,
+            reset_input=cfg.reset_input, on_reset=self.reset,
+        )
+
+    # ------------------------------------------------------------- control
+    def reset(self, by: str) -> dict:
+        """Clear the latch and run every actuator's reset. Called from any thread."""
+        if not self.latch.reset(by, time.time()):
+            return {"ok": True, "detail": "not tripped"}
+        model = self.model
+        if model is not None:
+            model.decider.reset()  # don't re-trip on the windows that caused the trip
+        if getattr(self, "fast", None) is not None:
+            self.fast.machine_restarted()
+        from firmware_bridge.actuators import reset_all
+        from firmware_bridge.errors import BridgeError
+
+        errors = []
+        try:
+            reset_all(self.actuators)
+        except BridgeError as e:
+            errors.append(str(e))
+        self._record_event("reset", {"by": by, "errors": errors})
+        log.warning("RESET by %s%s", by, f" errors: {errors}" if errors else "")
+        return {"ok": not errors, "detail": "; ".join(errors) or "reset"}
+
+    def status(self) -> dict:
+        m = self.model
+        return {
+            "device_id": self.cfg.device_id, "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "tripped": self.latch.tripped, "trip_reason": self.latch.reason,
+            "model": {"name": m.name, "version": m.version} if m else None,
+            "model_error": self.model_error,
+            "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None
+            else round(self.fast.last_trip_latency_s * 1e3, 3),
+            "windows": self.fast.windows, "queue_depth": self.q.qsize(),
+            "sources": {s.url: s.stats() for s in self.sources},
+            "recorder": self.recorder.stats(),
+            "metrics": self.metrics.summary(),
+            "deployment": {**deployment_state(self.cfg.state_dir),
+                           "shadow": self.shadow.progress() if self.shadow else None,
+                           "last_shadow": self.last_shadow},
+        }
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> None:
+        from sensorml.gateway.control import ControlServer
+
+        self.fast = self._build_fastpath()
+        self.recorder.start()
+        self.control = ControlServer(self, self.cfg.metrics.host, self.cfg.metrics.port)
+        self.control.start()
+        (self.cfg.state_dir / "gateway.json").write_text(json.dumps({
+            "pid": os.getpid(), "host": self.cfg.metrics.host, "port": self.control.port,
+            "device_id": self.cfg.device_id, "started": self.started}))
+        for s in self.sources:
+            s.start()
+        threading.Thread(target=self._reload_loop, name="model-reload", daemon=True).start()
+        restored = self.latch.reason if self.latch.tripped else None
+        if restored is not None:
+            self._reassert_trip(restored)
+        self._record_event("start", {"model": self.model.version if self.model else None,
+                                     "tripped": restored})
+        log.info("gateway %s running: control on %s:%d", self.cfg.device_id,
+                 self.cfg.metrics.host, self.control.port)
+        print(f"gateway {self.cfg.device_id} running; metrics http://{self.cfg.metrics.host}:"
+              f"{self.control.port}/metrics", flush=True)
+        tick = min(0.05, self.watchdog.timeout_s / 4)
+        wd = self.watchdog
+        fast, get = self.fast, self.q.get
+        try:
+            while not self._stop.is_set():
+                try:
+                    # wake when the watchdog's silence deadline passes, not a tick later
+                    left = wd.timeout_s - wd.silent_for()
+                    kind, item = get(timeout=min(tick, left + 0.0005) if left > 0 else tick)
+                except queue.Empty:
+                    fast.tick()
+                    continue
+                if kind == _FAST:
+                    fast.on_fast_block(item)
+                elif kind == _SLOW:
+                    fast.on_slow_block(item)
+                else:
+                    self._source_event(item)
+                fast.tick()
+        finally:
+            self.close()
+
+    def _reassert_trip(self, reason: dict) -> None:
+        """Send the stop again after a restart while tripped (the trip actions are
+        idempotent: a coil set, a register written, a command sent)."""
+        from firmware_bridge.actuators import trip_all
+        from firmware_bridge.errors import TripError
+
+        try:
+            trip_all(self.actuators, str(reason.get("cause", "restored")))
+        except TripError as e:
+            log.error("TRIP re-sent after the restart FAILED: %s", e)
+            self.metrics.trip_failures.inc()
+
+    def _source_event(self, ev) -> None:
+        self.metrics.source_events.inc()
+        self._record_event("source", {"kind": ev.kind, "source": ev.source,
+                                      "message": ev.message})
+        (log.warning if ev.kind in ("outage", "error") else log.info)(
+            "source %s: %s %s", ev.source, ev.kind, ev.message)
+
+    def _reload_loop(self) -> None:
+        bundle = self.cfg.model.bundle
+        while not self._stop.wait(self.cfg.model.watch_s):
+            with self._model_lock:
+                changed = bundle is not None and file_mtime(bundle) != self._bundle_mtime
+                if self._reload.is_set() or changed:
+                    self._reload.clear()
+                    self.load_model()
+            try:
+                self._check_candidate()
+            except Exception:  # noqa: BLE001 - redeployment must never stop the gateway
+                log.exception("checking the candidate bundle")
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
+        for s in self.sources:
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping source")
+        self._record_event("stop", {"windows": getattr(self.fast, "windows", 0)})
+        self.recorder.close()
+        if self.control:
+            self.control.stop()
+        for a in self.actuators:
+            try:
+                a.close()
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            (self.cfg.state_dir / "gateway.json").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def run_gateway(cfg: GatewayConfig) -> int:
+    # The fast path shares the GIL with the reader, recorder and control threads; a 1 ms
+    # switch interval (CPython's default is 5 ms) bounds how long a window can wait for it.
+    sys.setswitchinterval(0.001)
+    gw = Gateway(cfg)
+    gw.open()
+    signal.signal(signal.SIGTERM, lambda *_: gw.stop())
+    signal.signal(signal.SIGINT, lambda *_: gw.stop())
+    signal.signal(signal.SIGHUP, lambda *_: gw.request_reload())
+    gw.run()
+    return 0
