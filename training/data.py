@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from sensorml.buffer.rows import EventLabel
 from sensorml.errors import ConfigError
 from sensorml.offline.tablefeatures import TableSpec, fill_missing, table_features
 from sensorml.offline.tableio import (
@@ -106,14 +107,14 @@ class BufferSource:
                             self.path, np.isfinite(r.X).all(axis=1), r.score, r.verdict,
                             r.model_version, notes)
 
-    def label_rows(self) -> list[dict]:
+    def label_rows(self) -> list[EventLabel]:
         return read_buffer_labels(self.path)
 
     def labels(self) -> list[FaultRange]:
-        return [FaultRange(float(r["event_t"]),
-                           float(r["next_reset_t"]) if r["next_reset_t"] is not None else np.inf,
-                           f"{r['kind']} #{r['event_id']}" + (f": {r['note']}" if r["note"] else ""))
-                for r in self.label_rows() if r["verdict"] == "true_fault"]
+        return [FaultRange(float(r.event_t),
+                           float(r.next_reset_t) if r.next_reset_t is not None else np.inf,
+                           f"{r.kind} #{r.event_id}" + (f": {r.note}" if r.note else ""))
+                for r in self.label_rows() if r.verdict == "true_fault"]
 
 
 class TableSource:

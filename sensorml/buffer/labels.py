@@ -12,7 +12,7 @@ A label says an event (an alarm, a trip, a limit...) was a ``true_fault`` or a
 ...     eid = b.add_event("alarm", {"score": 4.2}, t=1000.0)
 >>> label_event(p, eid, "false_alarm", note="pump cleaning", by="ana", t=1060.0)
 1
->>> [(e["id"], e["kind"], e["labels"][0]["verdict"]) for e in alarm_events(p)]
+>>> [(a.event.id, a.event.kind, a.labels[0].verdict) for a in alarm_events(p)]
 [(1, 'alarm', 'false_alarm')]
 """
 
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
-import json
 from pathlib import Path
 
-from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
+from sensorml.buffer.rows import AlarmEvent
 from sensorml.buffer.schema import LABEL_VERDICTS
 from sensorml.errors import ConfigError
 
@@ -40,39 +40,29 @@ def label_event(buffer_path: str | Path, event_id: int, verdict: str, *, note: s
             by = getpass.getuser()
         except (OSError, KeyError):
             by = ""
-    with Buffer(buffer_path) as b:
-        return b.add_label(int(event_id), verdict, note, by, t)
+    with BufferQueries.open(buffer_path) as q:
+        return q.add_label(int(event_id), verdict, note, by, t)
 
 
-def alarm_events(buffer_path: str | Path, limit: int = 20, min_severity: int = 2) -> list[dict]:
+def alarm_events(buffer_path: str | Path, limit: int = 20,
+                 min_severity: int = 2) -> list[AlarmEvent]:
     """Recent events of at least *min_severity* (2 alarm, 3 trip), newest first, each
-    with its ``labels`` (oldest first)."""
-    with Buffer(buffer_path, readonly=True) as b:
-        c = b.conn
-        cur = c.execute("SELECT id, t, kind, severity, model_version, detail FROM events "
-                        "WHERE severity >= ? ORDER BY id DESC LIMIT ?",
-                        (int(min_severity), int(limit)))
-        events = [dict(zip(("id", "t", "kind", "severity", "model_version", "detail"), r))
-                  for r in cur]
-        for e in events:
-            e["detail"] = json.loads(e["detail"])
-            e["labels"] = [dict(zip(("id", "t", "verdict", "note", "author"), r)) for r in c.execute(
-                "SELECT id, t, verdict, note, author FROM labels WHERE event_id = ? ORDER BY id",
-                (e["id"],))]
-    return events
+    with its labels (oldest first)."""
+    with BufferQueries.open(buffer_path, readonly=True) as q:
+        return q.alarm_events(limit, min_severity)
 
 
-def format_events(events: list[dict]) -> str:
+def format_events(events: list[AlarmEvent]) -> str:
     """One line per event: id, UTC time, kind, the latest label if any."""
     if not events:
         return "no alarm or trip events in the buffer"
     lines = []
-    for e in events:
-        when = _dt.datetime.fromtimestamp(e["t"], _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        d = e["detail"]
+    for e, labels in events:
+        when = _dt.datetime.fromtimestamp(e.t, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        d = e.detail
         what = d.get("reason") or d.get("detail") or (f"score {d['score']:.3g}"
                                                       if isinstance(d.get("score"), float) else "")
-        lab = e["labels"][-1] if e["labels"] else None
-        tag = f"  [{lab['verdict']} by {lab['author'] or '?'}]" if lab else "  [unlabelled]"
-        lines.append(f"{e['id']:>7}  {when}Z  {e['kind']:<8} {str(what)[:50]}{tag}")
+        lab = labels[-1] if labels else None
+        tag = f"  [{lab.verdict} by {lab.author or '?'}]" if lab else "  [unlabelled]"
+        lines.append(f"{e.id:>7}  {when}Z  {e.kind:<8} {str(what)[:50]}{tag}")
     return "\n".join(lines)

@@ -1,15 +1,19 @@
 """How the buffer keeps within its space: the size cap, the filesystem's free space, the
-ballast file and WAL checkpoints. A mixin of :class:`sensorml.buffer.db.Buffer` (it uses the
-buffer's connection, ``path``, ``max_bytes``, ``free_reserve``, counters and
-:meth:`write`).
+ballast file and WAL checkpoints. :class:`SpaceKeeper` is a part the
+:class:`~sensorml.buffer.db.Buffer` holds (``buffer.space``); everything it uses is given
+to it: the connection, the file's path and page size, the cap, the free-space reserve,
+a clock, where to persist its eviction counters and how to note an eviction round.
 
 - The cap: when the live pages pass ``max_bytes``, rows are evicted lowest priority
   first (``EVICTION_ORDER``: raw windows, then scores, then low-severity events and
   labels, alarm and trip events last), synced before unsynced, oldest first; the file
   shrinks through ``auto_vacuum=INCREMENTAL`` and a checkpoint. Evictions are counted
   (persisted in ``meta``) and noted as a ``buffer`` event at most every ``note_every_s``.
-- The filesystem: :meth:`guard_free_space` keeps a reserve free (an eighth of the
-  filesystem, at most 64 MiB) by evicting raw windows and scores, never events.
+  :meth:`SpaceKeeper.wrote` decides after each commit whether to check (every
+  ``check_every`` commits, or after ~1/32 of the cap was written).
+- The filesystem: :meth:`SpaceKeeper.guard_free_space` keeps ``free_reserve`` bytes free
+  (by default an eighth of the filesystem, at most 64 MiB) by evicting raw windows and
+  scores, never events.
 - The ballast: ``<buffer>.ballast`` (256 KiB or 1/32 of the filesystem) is released when
   the disk is full anyway, so that an eviction and a checkpoint have room to run, and
   made again when there is room.
@@ -20,14 +24,45 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from sensorml.buffer.connection import rollback_quietly
 from sensorml.buffer.schema import EVICTION_ORDER, TABLES
 
-__all__ = ["BufferSpace"]
+__all__ = ["SpaceKeeper"]
 
 
-class BufferSpace:
+class SpaceKeeper:
+    """Size cap, free-space reserve, ballast and checkpoints of one buffer file.
+
+    ``set_meta(key, value)`` persists the eviction counters (inside the eviction's
+    transaction); ``note(detail, t)`` records an eviction round (the buffer writes a
+    ``buffer`` event); ``evicted`` are the counters persisted so far.
+    """
+
+    #: bytes kept in ``<buffer>.ballast`` beside the file: when the filesystem fills up,
+    #: the writer deletes it so that eviction and a checkpoint have room to run
+    BALLAST_BYTES = 256 * 1024
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, page_size: int, max_bytes: int,
+                 free_reserve: int, clock: Callable[[], float],
+                 set_meta: Callable[[str, str], None], note: Callable[[dict, float], None],
+                 evicted: dict[str, int] | None = None, check_every: int = 32,
+                 note_every_s: float = 60.0) -> None:
+        self.conn, self.path, self.page_size = conn, path, page_size
+        self.max_bytes, self.free_reserve = int(max_bytes), int(free_reserve)
+        self.clock, self.set_meta, self.note = clock, set_meta, note
+        self.check_every, self.note_every_s = check_every, note_every_s
+        self.evicted = {t: int((evicted or {}).get(t, 0)) for t in TABLES}
+        self.evict_rounds = self.checkpoints = self.cap_errors = 0
+        self.last_cap_error: str | None = None
+        self._pending_note = dict.fromkeys(TABLES, 0)
+        self._last_note = float("-inf")
+        self._commits = self._written = 0
+
+    # ----------------------------------------------------------------- the cap
     def used_bytes(self) -> int:
         """Bytes in live pages of the main file (excludes the freelist and the WAL)."""
         c = self.conn
@@ -39,6 +74,19 @@ class BufferSpace:
         """Size of the main file plus its WAL on disk."""
         wal = self.path.with_name(self.path.name + "-wal")
         return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    def wrote(self, nbytes: int, *, check: bool = True) -> None:
+        """After a commit of about *nbytes*: unless ``check`` is false, enforce the cap
+        every ``check_every`` commits or after ~1/32 of the cap. The rows are committed,
+        so a failed eviction is counted (``cap_errors``), never raised as a failed write."""
+        self._commits += 1
+        self._written += nbytes
+        if check and (self._commits >= self.check_every or self._written > self.max_bytes >> 5):
+            try:
+                self.enforce_cap()
+            except sqlite3.Error as e:
+                self.cap_errors += 1
+                self.last_cap_error = f"{type(e).__name__}: {e}"
 
     def enforce_cap(self, *, force: bool = False, target: int | None = None,
                     keep_events: bool = False) -> dict[str, int]:
@@ -89,16 +137,23 @@ class BufferSpace:
         # execute() steps a row-less pragma once (one page); executescript runs it to the end
         c.executescript("PRAGMA incremental_vacuum;")
         if any(round_.values()):  # a round that found nothing to evict is not news
-            self._note_evictions()
+            self.note_evictions()
         return {t: n for t, n in round_.items() if n}
 
-    def default_free_reserve(self) -> int:
-        """An eighth of the buffer's filesystem, at most 64 MiB (0 if it cannot be read)."""
-        try:
-            return min(shutil.disk_usage(self.path.parent).total // 8, 64 << 20)
-        except OSError:
-            return 0
+    def note_evictions(self, force: bool = False) -> None:
+        """Record the evictions since the last note (at most every ``note_every_s``
+        unless *force*)."""
+        now = self.clock()
+        if not any(self._pending_note.values()) or (
+                not force and now - self._last_note < self.note_every_s):
+            return
+        detail = {"evicted": {t: n for t, n in self._pending_note.items() if n},
+                  "used_bytes": self.used_bytes(), "max_bytes": self.max_bytes}
+        self._last_note = now
+        self._pending_note = dict.fromkeys(TABLES, 0)
+        self.note(detail, now)
 
+    # ---------------------------------------------------------- the filesystem
     def guard_free_space(self) -> dict[str, int]:
         """Keep ``free_reserve`` bytes free on the filesystem: when less is free, truncate
         the WAL, then evict by priority what the shortfall needs (at least 10 % of the live
@@ -127,21 +182,7 @@ class BufferSpace:
             pass
         return out
 
-    def _note_evictions(self, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now - self._last_note < self.note_every_s:
-            return
-        detail = {"evicted": {t: n for t, n in self._pending_note.items() if n},
-                  "used_bytes": self.used_bytes(), "max_bytes": self.max_bytes}
-        self._last_note = now
-        self._pending_note = dict.fromkeys(TABLES, 0)
-        self.write(events=[self.event_row("buffer", detail, now)], enforce=False)
-
     # ------------------------------------------------------------- ballast
-    #: bytes kept in ``<buffer>.ballast`` beside the file: when the filesystem fills up,
-    #: the writer deletes it so that eviction and a checkpoint have room to run
-    BALLAST_BYTES = 256 * 1024
-
     @property
     def ballast_path(self) -> Path:
         return self.path.with_name(self.path.name + ".ballast")
@@ -177,6 +218,7 @@ class BufferSpace:
         except OSError:
             return False
 
+    # --------------------------------------------------------- checkpoints
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         """Run a WAL checkpoint: ``(busy, wal_frames, checkpointed_frames)``."""
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
@@ -184,8 +226,9 @@ class BufferSpace:
         self.checkpoints += 1
         return tuple(self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
 
-
-def rollback_quietly(c: sqlite3.Connection) -> None:
-    # SQLite already rolled back on some errors (e.g. SQLITE_FULL): don't mask them.
-    if c.in_transaction:
-        c.execute("ROLLBACK")
+    def stats(self) -> dict[str, Any]:
+        """Size, cap and eviction counters (evictions are cumulative across restarts)."""
+        return {"used_bytes": self.used_bytes(), "file_bytes": self.file_bytes(),
+                "max_bytes": self.max_bytes, "evicted": dict(self.evicted),
+                "evict_rounds": self.evict_rounds, "checkpoints": self.checkpoints,
+                "cap_errors": self.cap_errors, "last_cap_error": self.last_cap_error}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import html
 import json
-import sqlite3
 from pathlib import Path
+
+from sensorml.buffer.queries import BufferQueries
+from sensorml.buffer.rows import ScoreRow
 
 
 def _manifest(work: Path, version: str) -> dict | None:
@@ -15,16 +17,10 @@ def _manifest(work: Path, version: str) -> dict | None:
 
 
 def write_report(work: Path, timeline: list[tuple[float, str]]) -> Path:
-    db = sqlite3.connect(f"file:{work / 'state' / 'buffer.db'}?mode=ro", uri=True)
-    try:
-        scores = db.execute("SELECT t, score, verdict, model_version FROM scores "
-                            "ORDER BY id").fetchall()
-        trips = [json.loads(d) | {"t": t} for t, d in
-                 db.execute("SELECT t, detail FROM events WHERE kind='trip' ORDER BY id")]
-        models = [json.loads(d) | {"t": t} for t, d in
-                  db.execute("SELECT t, detail FROM events WHERE kind='model' ORDER BY id")]
-    finally:
-        db.close()
+    with BufferQueries.open(work / "state" / "buffer.db", readonly=True) as q:
+        scores = q.scores()
+        trips = [e.detail | {"t": e.t} for e in q.events("trip")]
+        models = [e.detail | {"t": e.t} for e in q.events("model")]
     mans = {v: m for v in ("1", "2") if (m := _manifest(work, v))}
     plotted = _plot(work / "scores.png", scores, trips, mans)
     trip_rows = "".join(
@@ -61,7 +57,7 @@ def write_report(work: Path, timeline: list[tuple[float, str]]) -> Path:
     return out
 
 
-def _plot(png: Path, scores, trips, mans: dict) -> bool:
+def _plot(png: Path, scores: list[ScoreRow], trips: list[dict], mans: dict) -> bool:
     if not scores:
         return False
     try:
@@ -71,11 +67,11 @@ def _plot(png: Path, scores, trips, mans: dict) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    t0 = scores[0][0]
+    t0 = scores[0].t
     fig, ax = plt.subplots(figsize=(10, 4))
     colors = {"1": "tab:blue", "2": "tab:green"}
-    for v in sorted({s[3] for s in scores if s[3]}):
-        pts = [(s[0] - t0, s[1]) for s in scores if s[3] == v]
+    for v in sorted({s.model_version for s in scores if s.model_version}):
+        pts = [(s.t - t0, s.score) for s in scores if s.model_version == v]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", ms=2,
                 color=colors.get(v, "tab:gray"), label=f"score, model v{v}")
         m = mans.get(v)

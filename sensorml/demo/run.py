@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -295,15 +294,14 @@ def _wait_log(gw: Proc, needles: str | tuple[str, ...], timeout: float) -> str:
 
 def _last_event_id(db: Path, kind: str, timeout: float = 10.0) -> int:
     """The newest *kind* event's id, once the recorder's writer has committed it."""
+    from sensorml.buffer.queries import BufferQueries
+
     deadline = time.monotonic() + timeout
     while True:
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            row = c.execute("SELECT max(id) FROM events WHERE kind = ?", (kind,)).fetchone()
-        finally:
-            c.close()
-        if row and row[0] is not None:
-            return int(row[0])
+        with BufferQueries.open(db, readonly=True) as q:
+            found = q.last_event_id(kind)
+        if found is not None:
+            return found
         if time.monotonic() > deadline:
             raise SensormlError(f"demo: no {kind} event in {db} after {timeout:.0f} s")
         time.sleep(0.1)  # the writer commits within its flush interval (0.2 s)

@@ -124,13 +124,13 @@ class Gateway(ShadowDeploy):
             return
         if pending is None:
             return
-        d = pending["detail"]
+        d = pending.detail
         reason = {k: v for k, v in d.items()
                   if k not in ("actions", "features", "action_ms", "sample_to_trip_ms", "error")}
-        reason.update(restored=True, tripped_at=pending["t"], event_id=pending["id"])
-        self.latch.trip(reason, float(pending["t"]))
+        reason.update(restored=True, tripped_at=pending.t, event_id=pending.id)
+        self.latch.trip(reason, float(pending.t))
         log.warning("latched trip restored from the buffer (event %d, cause %s): the machine stays "
-                    "stopped until a reset", pending["id"], d.get("cause"))
+                    "stopped until a reset", pending.id, d.get("cause"))
 
     @staticmethod
     def _source_options(s) -> dict:

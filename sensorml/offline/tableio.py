@@ -22,16 +22,17 @@ from __future__ import annotations
 import csv
 import math
 import os
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from sensorml.errors import ConfigError, StoreError
+from sensorml.buffer.queries import BufferQueries
+from sensorml.buffer.rows import EventLabel, ScoreColumns
+from sensorml.errors import ConfigError
 
-__all__ = ["Table", "read_table", "select_columns", "parse_time", "BufferRows",
+__all__ = ["Table", "read_table", "select_columns", "parse_time",
            "read_buffer_scores", "read_buffer_labels"]
 
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
@@ -285,79 +286,19 @@ def _read_parquet(p: Path, time_column, columns, numeric_only: bool) -> Table:
 
 
 # ----------------------------------------------------------------- gateway buffer
-@dataclass(frozen=True)
-class BufferRows:
-    """Score rows of a buffer that kept their features, in time order."""
-
-    source: str
-    t: np.ndarray  # float64 unix seconds
-    X: np.ndarray  # float32 [rows, n_features]
-    score: np.ndarray  # float64, as the gateway scored it
-    verdict: np.ndarray  # int8 (sensorml.edge.decider.Verdict)
-    model_version: tuple[str, ...]
-    window_seq: np.ndarray
-    skipped: int  # rows without features or with another width
-
-
-def _open_ro(path: str | os.PathLike) -> sqlite3.Connection:
-    p = Path(path)
-    if not p.is_file():
-        raise StoreError(f"{p}: no buffer file here")
-    try:
-        c = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
-        c.execute("SELECT 1 FROM scores LIMIT 1")
-    except sqlite3.Error as e:
-        raise StoreError(f"{p}: not a readable gateway buffer ({e})") from None
-    return c
-
-
 def read_buffer_scores(path: str | os.PathLike, since: float | None = None,
-                       until: float | None = None, n_features: int | None = None) -> BufferRows:
+                       until: float | None = None, n_features: int | None = None) -> ScoreColumns:
     """Score rows with features between *since* and *until* (unix s, inclusive/exclusive).
 
     Opened read-only (``mode=ro`` URI), so a running gateway is undisturbed. Rows of
     another feature width than *n_features* (default: the latest row's) are skipped.
     """
-    c = _open_ro(path)
-    try:
-        q = "SELECT t, score, verdict, model_version, window_seq, features FROM scores WHERE 1"
-        args: list[float] = []
-        if since is not None:
-            q, args = q + " AND t >= ?", [*args, since]
-        if until is not None:
-            q, args = q + " AND t < ?", [*args, until]
-        rows = c.execute(q + " ORDER BY t, id", args).fetchall()
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: cannot read scores ({e})") from None
-    finally:
-        c.close()
-    with_f = [r for r in rows if r[5] is not None and len(r[5]) % 4 == 0 and len(r[5])]
-    if n_features is None and with_f:
-        n_features = len(with_f[-1][5]) // 4
-    keep = [r for r in with_f if len(r[5]) // 4 == n_features]
-    X = (np.frombuffer(b"".join(r[5] for r in keep), "<f4").reshape(len(keep), n_features)
-         .astype(np.float32) if keep else np.zeros((0, n_features or 0), np.float32))
-    return BufferRows(str(path), np.array([r[0] for r in keep], np.float64), X,
-                      np.array([r[1] for r in keep], np.float64),
-                      np.array([r[2] for r in keep], np.int8),
-                      tuple(r[3] or "" for r in keep),
-                      np.array([r[4] for r in keep], np.int64), len(rows) - len(keep))
+    with BufferQueries.open(path, readonly=True) as q:
+        return q.score_columns(since, until, n_features)
 
 
-def read_buffer_labels(path: str | os.PathLike) -> list[dict]:
-    """Operators' labels joined to their events, oldest first: dicts with ``event_id``,
-    ``event_t``, ``kind``, ``severity``, ``verdict`` (true_fault|false_alarm), ``note``,
-    ``author``, ``labelled_t``, plus ``next_reset_t`` (the next reset event, or None)."""
-    c = _open_ro(path)
-    try:
-        rows = c.execute(
-            "SELECT l.event_id, e.t, e.kind, e.severity, l.verdict, l.note, l.author, l.t, "
-            "(SELECT min(r.t) FROM events r WHERE r.kind = 'reset' AND r.t > e.t) "
-            "FROM labels l JOIN events e ON e.id = l.event_id ORDER BY e.t, l.id").fetchall()
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: cannot read labels ({e})") from None
-    finally:
-        c.close()
-    keys = ("event_id", "event_t", "kind", "severity", "verdict", "note", "author",
-            "labelled_t", "next_reset_t")
-    return [dict(zip(keys, r)) for r in rows]
+def read_buffer_labels(path: str | os.PathLike) -> list[EventLabel]:
+    """Operators' labels joined to their events, oldest first, each with the next reset
+    event's time (None if none came)."""
+    with BufferQueries.open(path, readonly=True) as q:
+        return q.event_labels()

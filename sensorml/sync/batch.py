@@ -21,8 +21,9 @@ floats) or ``json`` (a UTF-8 JSON list, for text columns). ``scores.features`` i
 The name is a pure function of (device, table, first id, last id, first row's UTC day)
 so an upload repeated after a failure lands on the same name: :func:`batch_name`.
 
->>> rows = [{"id": 3, "t": 0.0, "event_id": 1, "verdict": "true_fault", "note": "", "author": "",
-...          "synced_at": None}]
+>>> from sensorml.buffer.rows import LabelRow
+>>> rows = [LabelRow(id=3, event_id=1, t=0.0, verdict="true_fault", note="", author="",
+...                  synced_at=None)]
 >>> data, head = encode_batch("gw1", "labels", rows)
 >>> head["batch_id"], batch_name(head)
 ('labels-000000000003-000000000003', 'labels/gw1/1970/01/01/labels-000000000003-000000000003.smlb.gz')
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from sensorml.buffer.rows import Row
 from sensorml.errors import StoreError
 
 __all__ = ["BatchError", "COLUMNS", "EXT", "FORMAT", "batch_id", "batch_name", "decode_batch",
@@ -97,17 +99,13 @@ def _unshuffle(b: bytes, itemsize: int) -> bytes:
     return np.frombuffer(b, np.uint8).reshape(itemsize, -1).T.tobytes()
 
 
-def _columns(table: str, rows: list[dict]) -> dict[str, Any]:
+def _columns(table: str, rows: list[Any]) -> dict[str, Any]:
     cols: dict[str, Any] = {}
     for name, dt in COLUMNS[table].items():
-        vals = [r[name] for r in rows]
-        if dt == "json":
-            cols[name] = [json.loads(v) if name in ("detail", "channels", "shape") else v
-                          for v in vals]
-        else:
-            cols[name] = np.array(vals, dtype=dt)
+        vals = [getattr(r, name) for r in rows]
+        cols[name] = vals if dt == "json" else np.array(vals, dtype=dt)
     if table == "scores":
-        feats = [r.get("features") for r in rows]
+        feats = [r.features for r in rows]
         n = max((len(f) // 4 for f in feats if f), default=0)
         x = np.full((len(rows), n), np.nan, np.float32)
         for i, f in enumerate(feats):
@@ -116,15 +114,16 @@ def _columns(table: str, rows: list[dict]) -> dict[str, Any]:
         cols["has_features"] = np.array([bool(f) for f in feats], bool)
         cols["features"] = x
     elif table == "raw_windows":
-        blobs = [bytes(r["data"]) for r in rows]
+        blobs = [bytes(r.data) for r in rows]
         cols["data_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype("<i8")
         cols["data"] = np.frombuffer(b"".join(blobs), np.uint8)
     return cols
 
 
-def encode_batch(device: str, table: str, rows: list[dict], *, bid: str | None = None,
+def encode_batch(device: str, table: str, rows: list[Row], *, bid: str | None = None,
                  level: int = 6) -> tuple[bytes, dict]:
-    """Encode buffer rows (dicts as ``Buffer.unsynced`` returns them) into a batch.
+    """Encode buffer rows (typed rows of *table*, as
+    :meth:`~sensorml.buffer.queries.BufferQueries.unsynced` returns them) into a batch.
 
     ``bid`` overrides the batch id (a retried batch keeps the name it was first given).
     Returns ``(bytes, header)``.
@@ -133,7 +132,7 @@ def encode_batch(device: str, table: str, rows: list[dict], *, bid: str | None =
         raise BatchError(f"batch: table {table!r} is not one of {', '.join(COLUMNS)}")
     if not rows:
         raise BatchError(f"batch: no rows of {table} to encode")
-    ids = [int(r["id"]) for r in rows]
+    ids = [int(r.id) for r in rows]
     cols = _columns(table, rows)
     specs, parts, off = [], [], 0
     for name, v in cols.items():
@@ -152,7 +151,7 @@ def encode_batch(device: str, table: str, rows: list[dict], *, bid: str | None =
         parts.append(b)
         off += len(b)
     payload = b"".join(parts)
-    ts = [float(r["t"]) for r in rows]
+    ts = [float(r.t) for r in rows]
     header = {"format": FORMAT, "version": VERSION, "schema": SCHEMA, "device": device,
               "table": table, "batch_id": bid or batch_id(table, min(ids), max(ids)),
               "rows": len(rows), "first_id": min(ids), "last_id": max(ids),

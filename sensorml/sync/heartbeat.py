@@ -20,13 +20,14 @@ share of recent values outside the training [p01, p99] (about 0.02 when nothing 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["anomaly_rate", "drift", "model_running", "read_fingerprint", "recent_features"]
+from sensorml.buffer.queries import BufferQueries
+
+__all__ = ["anomaly_rate", "drift", "heartbeat_extra", "model_running", "read_fingerprint"]
 
 
 def read_fingerprint(bundle: Path | None) -> tuple[str | None, dict]:
@@ -49,23 +50,9 @@ def read_fingerprint(bundle: Path | None) -> tuple[str | None, dict]:
     return str(m.get("version")), dict(m.get("fingerprint") or {})
 
 
-def recent_features(conn: sqlite3.Connection, since: float, max_rows: int = 20000) -> np.ndarray:
-    """Feature rows of the newest scores (at most *max_rows*) with ``t >= since``."""
-    rows = conn.execute("SELECT features FROM scores WHERE id > (SELECT coalesce(max(id), 0) "
-                        "FROM scores) - ? AND t >= ? AND features IS NOT NULL",
-                        (int(max_rows), float(since))).fetchall()
-    if not rows:
-        return np.zeros((0, 0), np.float32)
-    n = min(len(r[0]) for r in rows) // 4
-    return np.stack([np.frombuffer(r[0], "<f4", count=n) for r in rows])
-
-
-def anomaly_rate(conn: sqlite3.Connection, since: float, max_rows: int = 200000) -> dict:
+def anomaly_rate(buf: BufferQueries, since: float) -> dict:
     """Share of recent windows at warn or worse and at alarm or worse."""
-    n, w, a = conn.execute(
-        "SELECT count(*), coalesce(sum(verdict >= 1), 0), coalesce(sum(verdict >= 2), 0) "
-        "FROM scores WHERE id > (SELECT coalesce(max(id), 0) FROM scores) - ? AND t >= ?",
-        (int(max_rows), float(since))).fetchone()
+    n, w, a = buf.anomaly_counts(since)
     return {"windows": n, "warn_or_worse": round(w / n, 6) if n else None,
             "alarm_or_worse": round(a / n, 6) if n else None}
 
@@ -95,7 +82,7 @@ def drift(x: np.ndarray, fingerprint: dict, top: int = 5) -> dict:
                      "out": round(float(out[i]), 4)} for i in order]}
 
 
-def model_running(state_dir: Path | None, conn: sqlite3.Connection) -> dict:
+def model_running(state_dir: Path | None, buf: BufferQueries) -> dict:
     """The model the gateway runs: from its ``/status`` if it answers, else the buffer."""
     if state_dir is not None and (Path(state_dir) / "gateway.json").exists():
         try:
@@ -108,22 +95,18 @@ def model_running(state_dir: Path | None, conn: sqlite3.Connection) -> dict:
                     "model_error": st.get("model_error")}
         except Exception:  # noqa: BLE001 - a stale gateway.json: fall back to the buffer
             pass
-    row = conn.execute("SELECT model_version, t FROM scores WHERE id = "
-                       "(SELECT max(id) FROM scores)").fetchone()
-    ev = conn.execute("SELECT model_version, t FROM events WHERE model_version IS NOT NULL "
-                      "ORDER BY id DESC LIMIT 1").fetchone()
-    best = max((r for r in (row, ev) if r and r[0]), key=lambda r: r[1], default=None)
-    return {"source": "buffer", "version": best[0] if best else None,
-            "seen_at": best[1] if best else None}
+    seen = buf.last_model_seen()
+    return {"source": "buffer", "version": seen.version if seen else None,
+            "seen_at": seen.t if seen else None}
 
 
-def heartbeat_extra(conn: sqlite3.Connection, *, now: float, window_s: float,
+def heartbeat_extra(buf: BufferQueries, *, now: float, window_s: float,
                     state_dir: Path | None, bundle: Path | None) -> dict[str, Any]:
     """The gateway-side part of the heartbeat (model, anomaly rate, drift)."""
     since = now - window_s
     version, fp = read_fingerprint(bundle)
-    d = drift(recent_features(conn, since), fp) if fp else {"error": "no bundle fingerprint"}
+    d = drift(buf.recent_features(since), fp) if fp else {"error": "no bundle fingerprint"}
     d["reference"] = version
-    return {"model": model_running(state_dir, conn),
-            "anomaly_rate": {"window_s": window_s, **anomaly_rate(conn, since)},
+    return {"model": model_running(state_dir, buf),
+            "anomaly_rate": {"window_s": window_s, **anomaly_rate(buf, since)},
             "drift": d}

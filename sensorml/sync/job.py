@@ -9,10 +9,11 @@ heartbeat ``status/<device>.json``.
 
 Exactly once at the lake, whatever fails when:
 
-1. the batch's name and row ids are written to the buffer's ``meta`` (``sync.pending.<table>``)
-   *before* the PUT;
+1. the batch's name and row ids are noted in the buffer
+   (:meth:`~sensorml.buffer.queries.BufferQueries.note_pending_batch`) *before* the PUT;
 2. the store confirms the PUT (file: rename done; S3: 200 OK);
-3. only then the rows get ``synced_at``, and the pending note is cleared.
+3. only then the rows get ``synced_at`` and the note is cleared, in one transaction
+   (:meth:`~sensorml.buffer.queries.BufferQueries.confirm_batch`).
 
 A run that finds a pending note (the previous one died between 1 and 3) first settles
 it: if the object exists, the rows are just marked; else the same rows are uploaded
@@ -48,7 +49,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sensorml.buffer.db import SYNC_ORDER, Buffer
+from sensorml.buffer.queries import BufferQueries
+from sensorml.buffer.rows import PendingBatch, Row
+from sensorml.buffer.schema import SYNC_ORDER
 from sensorml.errors import SensormlError, StoreError
 from sensorml.sync.batch import batch_name, encode_batch
 from sensorml.sync.stores import Store, open_store
@@ -57,7 +60,6 @@ __all__ = ["SyncFailed", "SyncJob", "Step", "default_steps", "lower_priority", "
 
 log = logging.getLogger("sensorml.sync.job")
 Step = Callable[["SyncJob"], "dict | None"]
-PENDING = "sync.pending."
 
 
 class SyncJob:
@@ -115,7 +117,8 @@ class SyncJob:
         t0 = self.clock()
         report: dict[str, Any] = {"t": t0, "uploaded": {}, "batches": 0, "bytes": 0,
                                   "capped": False, "error": None}
-        with _RunLock(self.buffer_path), Buffer(self.buffer_path) as buf:
+        with _RunLock(self.buffer_path), BufferQueries.open(self.buffer_path,
+                                                            clock=self.clock) as buf:
             try:
                 self._upload(buf, report, t0)
                 self.last_ok = self.clock()
@@ -136,7 +139,7 @@ class SyncJob:
             raise SyncFailed(report)
         return report
 
-    def _upload(self, buf: Buffer, report: dict, t0: float) -> None:
+    def _upload(self, buf: BufferQueries, report: dict, t0: float) -> None:
         for table in SYNC_ORDER:
             if table == "raw_windows" and not self.upload_raw:
                 self._settle(buf, table, report)  # a batch begun before the setting changed
@@ -153,38 +156,37 @@ class SyncJob:
                     report["capped"] = True
                     return
                 name = batch_name(head)
-                ids = [int(r["id"]) for r in rows]
-                buf.set_meta(PENDING + table, json.dumps({"name": name, "ids": ids}))
+                ids = [r.id for r in rows]
+                buf.note_pending_batch(table, PendingBatch(name, tuple(ids)))
                 self.store.put(name, data)
                 self._confirmed(buf, table, ids, len(data), report)
                 self._pace(report, t0)
 
-    def _select(self, buf: Buffer, table: str) -> list[dict]:
+    def _select(self, buf: BufferQueries, table: str) -> list[Row]:
         if table != "raw_windows":
             return buf.unsynced(table, self.batch_rows)
         rows = buf.unsynced(table, max(1, self.batch_rows // 10))
         total, keep = 0, []
         for r in rows:  # whole windows up to batch_bytes (at least one)
-            total += len(r["data"])
+            total += len(r.data)
             if keep and total > self.batch_bytes:
                 break
             keep.append(r)
         return keep
 
-    def _settle(self, buf: Buffer, table: str, report: dict) -> bool:
+    def _settle(self, buf: BufferQueries, table: str, report: dict) -> bool:
         """Finish a batch a previous run began (see the module docstring)."""
-        note = buf.get_meta(PENDING + table)
-        if not note:
+        pending = buf.pending_batch(table)
+        if pending is None:
             return True
-        p = json.loads(note)
-        name, ids = p["name"], [int(i) for i in p["ids"]]
+        name, ids = pending.name, list(pending.ids)
         if self.store.exists(name):
             log.info("sync: %s was stored by an interrupted run; marking its rows", name)
             self._confirmed(buf, table, ids, 0, report)
             return True
-        rows = _rows_by_id(buf, table, ids)
+        rows = buf.rows_by_id(table, ids)
         if not rows:  # evicted before they could be sent
-            buf.set_meta(PENDING + table, "")
+            buf.confirm_batch(table, [])
             return True
         bid = name.rsplit("/", 1)[1].split(".", 1)[0]
         data, _ = encode_batch(self.device, table, rows, bid=bid)
@@ -192,10 +194,9 @@ class SyncJob:
         self._confirmed(buf, table, ids, len(data), report)
         return True
 
-    def _confirmed(self, buf: Buffer, table: str, ids: list[int], nbytes: int,
+    def _confirmed(self, buf: BufferQueries, table: str, ids: list[int], nbytes: int,
                    report: dict) -> None:
-        n = buf.mark_synced(table, ids, self.clock())
-        buf.set_meta(PENDING + table, "")
+        n = buf.confirm_batch(table, ids, self.clock())
         report["uploaded"][table] = report["uploaded"].get(table, 0) + n
         report["bytes"] += nbytes
         report["batches"] += 1
@@ -220,23 +221,23 @@ class SyncJob:
                 out[name] = {"error": f"{type(e).__name__}: {e}"}
         return out
 
-    def _heartbeat(self, buf: Buffer, report: dict) -> None:
+    def _heartbeat(self, buf: BufferQueries, report: dict) -> None:
         from sensorml import __version__
         from sensorml.sync.heartbeat import heartbeat_extra
 
         now = self.clock()
         counts = buf.counts()
         hb = {"device": self.device, "t": now, "sensorml": __version__,
-              **heartbeat_extra(buf.conn, now=now, window_s=self.status_window_s,
+              **heartbeat_extra(buf, now=now, window_s=self.status_window_s,
                                 state_dir=self.state_dir, bundle=self.bundle),
               "sync": {"last_ok": self.last_ok, "last_error": self.last_error,
                        "runs": self.runs, "failures": self.failures,
                        "uploaded_rows": dict(self.uploaded), "uploaded_bytes": self.bytes_sent,
                        "batches": self.batches, "last_run": {k: report[k] for k in (
                            "uploaded", "batches", "bytes", "capped")}},
-              "backlog": {t: c["unsynced"] for t, c in counts.items()},
-              "rows": {t: c["rows"] for t, c in counts.items()},
-              "upload_raw": self.upload_raw, "buffer": {"evicted": _evicted(buf)},
+              "backlog": {t: c.unsynced for t, c in counts.items()},
+              "rows": {t: c.rows for t, c in counts.items()},
+              "upload_raw": self.upload_raw, "buffer": {"evicted": buf.evicted()},
               "steps": report.get("steps", {})}
         self.store.put(f"status/{self.device}.json",
                        json.dumps(hb, indent=1, default=str).encode())
@@ -288,21 +289,6 @@ class _RunLock:
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
-
-
-def _rows_by_id(buf: Buffer, table: str, ids: list[int]) -> list[dict]:
-    out: list[dict] = []
-    for k in range(0, len(ids), 500):
-        chunk = ids[k:k + 500]
-        cur = buf.conn.execute(f"SELECT * FROM {table} WHERE id IN ({','.join('?' * len(chunk))})"
-                               " ORDER BY id", chunk)
-        names = [d[0] for d in cur.description]
-        out += [dict(zip(names, r)) for r in cur]
-    return out
-
-
-def _evicted(buf: Buffer) -> dict:
-    return {t: int(buf.get_meta(f"evicted.{t}") or 0) for t in SYNC_ORDER}
 
 
 def default_steps(cfg: Any) -> list[Step]:

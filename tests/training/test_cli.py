@@ -161,6 +161,7 @@ def test_a_real_process_fits_from_a_semicolon_table(work, tmp_path):
 
 def test_fit_and_evaluate_from_a_gateway_buffer_with_operator_labels(work, tmp_path, capsys):
     from sensorml.buffer.db import Buffer
+    from sensorml.buffer.queries import BufferQueries
 
     d, priv, pub = work
     rng = np.random.default_rng(5)
@@ -171,7 +172,8 @@ def test_fit_and_evaluate_from_a_gateway_buffer_with_operator_labels(work, tmp_p
         b.write(scores=[(1000.0 + i, i, 0.0, 0, "1", X[i].tobytes()) for i in range(300)])
         alarm = b.add_event("alarm", {"score": 3.0}, t=1203.0)
         b.add_event("reset", {"by": "ana"}, t=1300.0)
-        b.add_label(alarm, "true_fault", "bearing", "ana")
+    with BufferQueries.open(db) as q:
+        q.add_label(alarm, "true_fault", "bearing", "ana")
     (tmp_path / "spec.json").write_text(json.dumps({"names": ["x.rms", "x.peak", "y.rms", "y.peak"]}))
     assert main(["--quiet", "fit", "--buffer", str(db), "--spec", str(tmp_path / "spec.json"),
                  "--healthy-time", "1000..1200", "--model", "pca", "--out", str(tmp_path / "b"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.errors import ConfigError, StoreError
 from training.data import (
     BufferSource,
@@ -103,8 +104,9 @@ def buffer_file(tmp_path):
         warn = b.add_event("warn", {"score": 0.6}, t=105.0)
         alarm = b.add_event("alarm", {"score": 2.0}, t=120.0)
         b.add_event("reset", {"by": "ana"}, t=125.0)
-        b.add_label(alarm, "true_fault", "bearing noise", "ana")
-        b.add_label(warn, "false_alarm", "", "ana")
+    with BufferQueries.open(p) as q:
+        q.add_label(alarm, "true_fault", "bearing noise", "ana")
+        q.add_label(warn, "false_alarm", "", "ana")
     return p
 
 
@@ -118,7 +120,7 @@ def test_buffer_source_reads_features_verdicts_versions_and_labels(buffer_file):
     assert "1 score rows without features" in f.notes[0]
     assert len(src.features(since=110.0, until=120.0)) == 10
     assert src.labels() == [FaultRange(120.0, 125.0, "alarm #2: bearing noise")]
-    verdicts = {r["kind"]: r["verdict"] for r in src.label_rows()}
+    verdicts = {r.kind: r.verdict for r in src.label_rows()}
     assert verdicts == {"warn": "false_alarm", "alarm": "true_fault"}
     assert BufferSource(buffer_file).features().names == ("f0", "f1", "f2", "f3")
 
@@ -134,8 +136,8 @@ def test_buffer_is_read_only_and_readable_while_the_gateway_writes(buffer_file):
         assert len(BufferSource(buffer_file).features()) == 32
     finally:
         buffer_file.chmod(0o644)
-    with pytest.raises(StoreError, match="no buffer file here"):
+    with pytest.raises(StoreError, match="missing.db: no buffer here"):
         BufferSource(buffer_file.parent / "missing.db").features()
     (buffer_file.parent / "junk.db").write_bytes(b"not sqlite at all" * 100)
-    with pytest.raises(StoreError, match="not a readable gateway buffer"):
+    with pytest.raises(StoreError, match="junk.db: cannot open buffer"):
         BufferSource(buffer_file.parent / "junk.db").features()

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.buffer.recorder import Recorder
 from sensorml.sync.job import SyncJob
 from sensorml.sync.stores import open_store
@@ -39,11 +39,11 @@ def _gateway_history(buf_path):
     rec.record_event("reset", {"by": "op"}, t=450.0)
     assert rec.flush(10)
     rec.close()
-    with Buffer(buf_path) as b:
-        for e in b.recent_events(20):
-            ev[e["kind"]] = e["id"]
-        b.add_label(ev["trip"], "true_fault", "outer race", "op")
-        b.add_label(ev["alarm"], "false_alarm", "valve change", "op")
+    with BufferQueries.open(buf_path) as q:
+        for e in q.recent_events(20):
+            ev[e.kind] = e.id
+        q.add_label(ev["trip"], "true_fault", "outer race", "op")
+        q.add_label(ev["alarm"], "false_alarm", "valve change", "op")
     return ev
 
 

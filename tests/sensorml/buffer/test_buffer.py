@@ -1,14 +1,20 @@
-"""The SQLite buffer on real files: migrations, retention under a cap, sync helpers."""
+"""The SQLite buffer on real files: migrations, the gateway's writes, the queries other
+processes make (sync, labels), and what a disk-full error looks like."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import time
 
 import numpy as np
 import pytest
 
-from sensorml.buffer.db import MIGRATIONS, Buffer
+from sensorml.buffer.connection import is_disk_full
+from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
+from sensorml.buffer.rows import EventRow, LabelRow, PendingBatch, TableCount
+from sensorml.buffer.schema import MIGRATIONS
 from sensorml.errors import StoreError
 
 RAW = np.arange(1024 * 3, dtype="<f4").reshape(1024, 3)
@@ -25,15 +31,21 @@ def score_row(i: int) -> tuple:
 
 def test_migrations_recorded_once_and_schema_is_wal_incremental(tmp_path):
     p = tmp_path / "b.db"
-    with Buffer(p, device="pump-1") as b:
-        first = b.migrations()
-        assert [n for n, _ in first] == [n for n, _ in MIGRATIONS]
-        assert b.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Buffer(p, device="pump-1", clock=lambda: 7.0) as b:
         assert b.stats()["auto_vacuum"] == 2  # INCREMENTAL, set before the first table
+    with BufferQueries.open(p) as q:
+        first = q.migrations()
+        assert [m.name for m in first] == [n for n, _ in MIGRATIONS]
+        assert first[0].applied_at == 7.0
     with Buffer(p) as b:  # reopening applies nothing new and keeps the device id
-        assert b.migrations() == first
         assert b.device == "pump-1"
         assert b.get_meta("device_id") == "pump-1"
+    with BufferQueries.open(p, readonly=True) as q:
+        assert q.migrations() == first and q.device() == "pump-1"
+    con = sqlite3.connect(p)  # what is on disk: WAL, one row per migration
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT count(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
+    con.close()
 
 
 def test_newer_database_is_refused_with_the_unknown_migration(tmp_path):
@@ -46,6 +58,24 @@ def test_newer_database_is_refused_with_the_unknown_migration(tmp_path):
     for ro in (False, True):
         with pytest.raises(StoreError, match="newer sensorml.*0099_from_the_future"):
             Buffer(p, readonly=ro)
+        with pytest.raises(StoreError, match="newer sensorml.*0099_from_the_future"):
+            BufferQueries.open(p, readonly=ro)
+
+
+def test_an_older_file_is_migrated_by_a_writer_and_refused_by_a_reader(tmp_path):
+    """A buffer whose ``migrations`` table lacks a known migration (here an empty one):
+    a read-only open says to start the gateway once; a writable open (the sync job's,
+    ``sensorml label``'s) applies what is missing."""
+    p = tmp_path / "b.db"
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="older than this sensorml.*0001_initial"):
+        BufferQueries.open(p, readonly=True)
+    with BufferQueries.open(p, clock=lambda: 3.0) as q:
+        assert q.migrations()[0] == ("0001_initial", 3.0)
+        assert q.counts()["events"] == TableCount(0, 0)
 
 
 def test_not_a_database_and_missing_file_are_one_line_store_errors(tmp_path):
@@ -56,121 +86,102 @@ def test_not_a_database_and_missing_file_are_one_line_store_errors(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(StoreError, match="no buffer here"):
         Buffer(tmp_path / "absent.db", readonly=True)
+    for ro in (False, True):  # labels, sync, training never create a buffer
+        with pytest.raises(StoreError, match="absent.db: no buffer here"):
+            BufferQueries.open(tmp_path / "absent.db", readonly=ro)
+        with pytest.raises(StoreError, match="junk.db: cannot open buffer") as e:
+            BufferQueries.open(bad, readonly=ro)
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "absent.db").exists()
     with pytest.raises(StoreError, match="max_bytes"):
         Buffer(tmp_path / "tiny.db", max_bytes=1000)
 
 
-def test_retention_evicts_raw_then_scores_and_keeps_alarms_and_trips(tmp_path):
-    cap = 384 << 10
-    b = Buffer(tmp_path / "b.db", max_bytes=cap)
-    trips = []
-    for i in range(60):  # fill to ~3x the cap, then enforce once
-        kind = ("trip", "alarm", "warn", "reload")[i % 4]
-        raws = [raw_row("sample", i), raw_row("around_alarm", i)] if i % 2 else [raw_row("sample", i)]
-        b.write(events=[b.event_row(kind, {"i": i}, float(i))],
-                scores=[score_row(i * 10 + k) for k in range(10)], raws=raws, enforce=False)
-        if kind in ("trip", "alarm"):
-            trips.append(i)
-    assert b.used_bytes() > 2 * cap
-    b.enforce_cap()
-    st = b.stats()
-    assert st["used_bytes"] <= cap
-    assert st["evicted"]["raw_windows"] > 0
-    prio = {p for (p,) in b.conn.execute("SELECT priority FROM raw_windows")}
-    if b.conn.execute("SELECT count(*) FROM raw_windows WHERE priority = 2").fetchone()[0] < 30:
-        assert 3 not in prio, "sampled raw windows go before raw windows around alarms"
-    if st["evicted"]["scores"]:
-        assert not prio, "raw windows go before scores"
-    kept = [d["detail"]["i"] for d in b.recent_events(1000) if d["kind"] in ("trip", "alarm")]
-    assert sorted(kept) == trips
-    # every eviction is counted: written - kept
-    counts = b.counts()
-    assert counts["raw_windows"]["rows"] + st["evicted"]["raw_windows"] == 60 + 30
-    assert counts["scores"]["rows"] + st["evicted"]["scores"] == 600
-    notes = [e for e in b.recent_events(1000) if e["kind"] == "buffer"]
-    assert notes and notes[-1]["detail"]["evicted"]["raw_windows"] > 0
-    assert notes[-1]["detail"]["max_bytes"] == cap
-    # incremental vacuum: the file itself shrinks back under the cap
-    b.checkpoint("TRUNCATE")
-    assert (tmp_path / "b.db").stat().st_size <= cap
-    b.close()
-    with Buffer(tmp_path / "b.db", readonly=True) as r:  # counters survive a restart
-        assert r.get_meta("evicted.raw_windows") == str(st["evicted"]["raw_windows"])
-
-
-def test_scores_evicted_before_events_when_raw_is_gone(tmp_path):
-    b = Buffer(tmp_path / "b.db", max_bytes=128 << 10, check_every=1)
-    for i in range(40):
-        b.write(events=[b.event_row("reload" if i % 2 else "trip", {"i": i}, float(i))],
-                scores=[score_row(i * 50 + k) for k in range(50)])
-    st = b.stats()
-    assert st["evicted"]["scores"] > 0 and st["evicted"]["events"] == 0
-    assert b.counts()["events"]["rows"] >= 40
-
-
-def test_synced_rows_are_evicted_before_unsynced_ones(tmp_path):
-    b = Buffer(tmp_path / "b.db", max_bytes=4 << 20)
-    b.write(raws=[raw_row("sample", i) for i in range(40)])
-    ids = [r["id"] for r in b.unsynced("raw_windows", 100)]
-    synced = ids[-5:]  # the newest five
-    assert b.mark_synced("raw_windows", synced, t=123.0) == 5
-    b.max_bytes = b.used_bytes() - (60 << 10)  # about five raw windows too many
-    evicted = b.enforce_cap()
-    left = [i for (i,) in b.conn.execute("SELECT id FROM raw_windows")]
-    assert not set(synced) & set(left)
-    assert evicted["raw_windows"] >= 5
-    n_unsynced_gone = evicted["raw_windows"] - 5
-    assert left == ids[n_unsynced_gone:-5], "then the oldest unsynced"
-
-
-def test_unsynced_in_priority_order_and_mark_synced(tmp_path):
-    with Buffer(tmp_path / "b.db") as b:
+def test_unsynced_in_priority_order_and_confirm_batch(tmp_path):
+    p = tmp_path / "b.db"
+    with Buffer(p) as b:
         b.write(raws=[raw_row("sample", 1.0), raw_row("around_alarm", 2.0), raw_row("sample", 3.0)])
-        rows = b.unsynced("raw_windows")
-        assert [r["reason"] for r in rows] == ["around_alarm", "sample", "sample"]
-        data = np.frombuffer(rows[0]["data"], rows[0]["dtype"]).reshape(1024, 3)
-        assert np.array_equal(data, RAW)
-        assert b.mark_synced("raw_windows", [rows[0]["id"], 999]) == 1
-        assert b.counts()["raw_windows"] == {"rows": 3, "unsynced": 2}
-        assert [r["id"] for r in b.unsynced("raw_windows", 1)] == [rows[1]["id"]]
+    with BufferQueries.open(p, clock=lambda: 99.0) as q:
+        rows = q.unsynced("raw_windows")
+        assert [r.reason for r in rows] == ["around_alarm", "sample", "sample"]
+        assert (rows[0].channels, rows[0].shape, rows[0].synced_at) == (("ax", "ay", "az"),
+                                                                       (1024, 3), None)
+        assert np.array_equal(rows[0].samples(), RAW)
+        q.note_pending_batch("raw_windows", PendingBatch("ingest/x.smlb.gz", (rows[0].id, 999)))
+        assert q.pending_batch("raw_windows") == ("ingest/x.smlb.gz", (rows[0].id, 999))
+        assert q.confirm_batch("raw_windows", [rows[0].id, 999]) == 1  # 999 is not there
+        assert q.pending_batch("raw_windows") is None
+        assert q.counts()["raw_windows"] == TableCount(rows=3, unsynced=2)
+        assert [r.id for r in q.unsynced("raw_windows", 1)] == [rows[1].id]
+        assert q.rows_by_id("raw_windows", [rows[0].id])[0].synced_at == 99.0
         with pytest.raises(StoreError, match="'nope' is not one of events"):
-            b.unsynced("nope")
+            q.unsynced("nope")
+    with BufferQueries.open(p, readonly=True) as q:
+        with pytest.raises(StoreError, match="read-only"):
+            q.confirm_batch("raw_windows", [rows[1].id])
 
 
 def test_add_label_checks_the_event_and_the_verdict(tmp_path):
-    with Buffer(tmp_path / "b.db") as b:
+    p = tmp_path / "b.db"
+    with Buffer(p) as b:
         eid = b.add_event("alarm", {"score": 4.2, "model_version": "m-3"}, t=10.0)
-        ev = b.recent_events(1)[0]
-        assert (ev["id"], ev["severity"], ev["model_version"]) == (eid, 2, "m-3")
-        lid = b.add_label(eid, "false_alarm", "pump was being serviced", "ana", t=11.0)
-        assert b.unsynced("labels")[0] == {
-            "id": lid, "event_id": eid, "t": 11.0, "verdict": "false_alarm",
-            "note": "pump was being serviced", "author": "ana", "synced_at": None}
+    with BufferQueries.open(p) as q:
+        ev = q.recent_events(1)[0]
+        assert isinstance(ev, EventRow)
+        assert (ev.id, ev.severity, ev.model_version, ev.detail) == (eid, 2, "m-3",
+                                                                     {"score": 4.2, "model_version": "m-3"})
+        lid = q.add_label(eid, "false_alarm", "pump was being serviced", "ana", t=11.0)
+        assert q.unsynced("labels") == [LabelRow(id=lid, event_id=eid, t=11.0,
+                                                 verdict="false_alarm",
+                                                 note="pump was being serviced",
+                                                 author="ana", synced_at=None)]
         with pytest.raises(StoreError, match="event 777 does not exist") as e:
-            b.add_label(777, "true_fault")
+            q.add_label(777, "true_fault")
         assert "\n" not in str(e.value)
         with pytest.raises(StoreError, match="'maybe' is not one of true_fault"):
-            b.add_label(eid, "maybe")
-        assert b.counts()["labels"]["rows"] == 1
-
-
-def test_a_hard_page_quota_raises_the_real_disk_full_error(tmp_path):
-    b = Buffer(tmp_path / "b.db", max_pages=40, max_bytes=64 << 20)
-    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
-        for i in range(100):
-            b.write(raws=[raw_row("sample", i)])
-    n = b.counts()["raw_windows"]["rows"]  # the failed batch was rolled back, not torn
-    evicted = b.enforce_cap(force=True)
-    assert evicted["raw_windows"] >= 1
-    b.write(events=[b.event_row("trip", {"after": "full"})])  # room again
-    assert b.counts()["raw_windows"]["rows"] == n - evicted["raw_windows"]
-    assert b.recent_events(1)[0]["kind"] == "trip"
+            q.add_label(eid, "maybe")
+        assert q.counts()["labels"].rows == 1
+        (alarm,) = q.alarm_events()
+        assert alarm.event == ev and [lab.id for lab in alarm.labels] == [lid]
 
 
 def test_event_detail_with_numpy_values_round_trips(tmp_path):
     with Buffer(tmp_path / "b.db", device="dev-9", clock=lambda: 42.0) as b:
         b.add_event("warn", {"score": np.float32(1.5), "x": np.arange(3), "tag": {"a"}})
-        ev = b.recent_events(1)[0]
-        assert ev["detail"] == {"score": 1.5, "x": [0, 1, 2], "tag": ["a"]}
-        assert (ev["t"], ev["device"]) == (42.0, "dev-9")
+    with BufferQueries.open(tmp_path / "b.db", readonly=True) as q:
+        ev = q.recent_events(1)[0]
+        assert ev.detail == {"score": 1.5, "x": [0, 1, 2], "tag": ["a"]}
+        assert (ev.t, ev.device) == (42.0, "dev-9")
         assert time.time() > 42.0
+
+
+def test_a_trip_without_a_reset_after_it_is_pending(tmp_path):
+    with Buffer(tmp_path / "b.db") as b:
+        assert b.pending_trip() is None
+        trip = b.add_event("trip", {"cause": "limit"}, t=1.0)
+        assert b.pending_trip() == (trip, 1.0, {"cause": "limit"})
+        b.add_event("alarm", {}, t=2.0)  # other events do not lift it
+        assert b.pending_trip().id == trip
+        b.add_event("reset", {"by": "ana"}, t=3.0)
+        assert b.pending_trip() is None
+
+
+def test_disk_full_is_told_by_its_error_code_not_its_message(tmp_path):
+    """The real SQLITE_FULL from a page quota, ENOSPC/EDQUOT from the OS; a message that
+    merely says "full", or another SQLite error, is not a full disk."""
+    b = Buffer(tmp_path / "b.db", max_pages=40, max_bytes=64 << 20)
+    with pytest.raises(sqlite3.OperationalError) as full:
+        for i in range(100):
+            b.write(raws=[raw_row("sample", i)])
+    b.close()
+    assert full.value.sqlite_errorcode == sqlite3.SQLITE_FULL and is_disk_full(full.value)
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(sqlite3.OperationalError("database or disk is full"))  # not SQLite's
+    c = sqlite3.connect(tmp_path / "b.db")
+    with pytest.raises(sqlite3.OperationalError) as other:
+        c.execute("SELECT * FROM no_such_table_is_full")
+    c.close()
+    assert "full" in str(other.value) and not is_disk_full(other.value)
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full(ValueError("full"))

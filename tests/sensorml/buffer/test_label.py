@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.cli import main
 
 
@@ -29,16 +30,21 @@ def test_list_shows_alarms_and_trips_with_ids_and_labels(tmp_path, capsys):
     assert "event 3 is false_alarm" in capsys.readouterr().out
     main(["label", "--config", cfg, "--list"])
     assert "[false_alarm by bo]" in capsys.readouterr().out.splitlines()[0]
-    with Buffer(db, readonly=True) as b:
-        (row,) = b.unsynced("labels")
-    assert (row["event_id"], row["verdict"], row["note"], row["author"]) == \
+    with BufferQueries.open(db, readonly=True) as q:
+        (row,) = q.unsynced("labels")
+    assert (row.event_id, row.verdict, row.note, row.author) == \
         (3, "false_alarm", "sensor cable loose", "bo")
 
 
 def test_mistakes_are_one_line_errors(tmp_path, capsys):
-    cfg, _ = gateway(tmp_path)
+    cfg, db = gateway(tmp_path)
     assert main(["label", "--config", cfg, "--event", "99", "--verdict", "true_fault"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "event 99 does not exist" in err
     assert main(["label", "--config", cfg, "--event", "2"]) == 2
     assert "give --verdict true_fault or --verdict false_alarm" in capsys.readouterr().err
+    db.unlink()  # a wrong buffer.path: said, and no empty buffer made in its place
+    assert main(["label", "--config", cfg, "--list"]) == 2
+    assert "buffer.db: no buffer here" in capsys.readouterr().err
+    assert main(["label", "--config", cfg, "--event", "3", "--verdict", "true_fault"]) == 2
+    assert "buffer.db: no buffer here" in capsys.readouterr().err and not db.exists()

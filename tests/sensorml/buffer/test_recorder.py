@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 import sensorml
 from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.buffer.recorder import Recorder
 from sensorml.errors import StoreError
 from sensorml.gateway.metrics import Registry
@@ -21,8 +21,8 @@ REPO = Path(sensorml.__file__).resolve().parents[1]
 FEATS = np.linspace(0, 1, 40, dtype=np.float32)
 
 
-def read(path: Path) -> Buffer:
-    return Buffer(path, readonly=True)
+def read(path: Path) -> BufferQueries:
+    return BufferQueries.open(path, readonly=True)
 
 
 def test_flush_commits_everything_queued_before_it(tmp_path):
@@ -37,17 +37,15 @@ def test_flush_commits_everything_queued_before_it(tmp_path):
         assert rec.flush(10.0)
         with read(p) as r:
             c = r.counts()
-            assert (c["events"]["rows"], c["scores"]["rows"], c["raw_windows"]["rows"]) == (
-                1, 1000, 1)
+            assert (c["events"].rows, c["scores"].rows, c["raw_windows"].rows) == (1, 1000, 1)
             ev = r.recent_events(1)[0]
-            assert (ev["kind"], ev["device"], ev["detail"]) == ("start", "pump-7", {"model": "m-1"})
+            assert (ev.kind, ev.device, ev.detail) == ("start", "pump-7", {"model": "m-1"})
             s = r.unsynced("scores", 2)
-            assert s[0]["features"] is None
-            assert np.array_equal(np.frombuffer(s[1]["features"], "<f4"), FEATS)
+            assert s[0].features is None and s[0].feature_vector() is None
+            assert np.array_equal(s[1].feature_vector(), FEATS)
             raw = r.unsynced("raw_windows")[0]
-            assert (json.loads(raw["channels"]), json.loads(raw["shape"]), raw["rate"]) == (
-                ["ax", "ay", "az"], [2048, 3], 25600.0)
-            back = np.frombuffer(raw["data"], raw["dtype"]).reshape(2048, 3)
+            assert (raw.channels, raw.shape, raw.rate) == (("ax", "ay", "az"), (2048, 3), 25600.0)
+            back = raw.samples()
             assert np.array_equal(back, np.arange(2048 * 3, dtype=np.float32).reshape(2048, 3))
         st = rec.stats()
         assert st["written"] == {"events": 1, "scores": 1000, "raw_alarm": 1, "raw_sample": 0}
@@ -82,8 +80,8 @@ def test_full_queue_drops_by_priority_and_never_drops_events(tmp_path):
     assert rec.flush(10.0)
     with read(p) as r:
         c = r.counts()
-        assert (c["events"]["rows"], c["scores"]["rows"], c["raw_windows"]["rows"]) == (500, 10, 0)
-        assert [s["window_seq"] for s in r.unsynced("scores")] == [*range(7), 100, 101, 102]
+        assert (c["events"].rows, c["scores"].rows, c["raw_windows"].rows) == (500, 10, 0)
+        assert [s.window_seq for s in r.unsynced("scores")] == [*range(7), 100, 101, 102]
     rec.close()
     rec.record_score(1.0, 1, 0.1, 0, "m")  # after close: counted, never raises
     assert rec.stats()["dropped"]["scores"] == 3
@@ -103,12 +101,12 @@ def test_a_small_cap_keeps_trips_and_evicts_raw_windows_while_recording(tmp_path
         assert rec.flush(10.0)
         st = rec.stats()
     assert st["errors"] == 0 and st["dropped"]["raw_sample"] == 0
+    assert st["buffer"]["used_bytes"] <= cap * 1.25  # checked every few commits, not every row
     with read(p) as r:
-        assert r.used_bytes() <= cap * 1.25  # checked every few commits, not every row
-        assert sorted(e["detail"]["i"] for e in r.recent_events(100) if e["kind"] == "trip") == \
+        assert sorted(e.detail["i"] for e in r.recent_events(100) if e.kind == "trip") == \
             list(range(0, 200, 20))
-        assert int(r.get_meta("evicted.raw_windows")) > 100
-        assert r.counts()["scores"]["rows"] == 200
+        assert r.evicted()["raw_windows"] > 100
+        assert r.counts()["scores"].rows == 200
 
 
 def test_raw_sample_every_keeps_one_in_n_and_all_alarm_windows(tmp_path):
@@ -123,11 +121,11 @@ def test_raw_sample_every_keeps_one_in_n_and_all_alarm_windows(tmp_path):
 
 READER = """
 import sys
-from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 last = -1
 for _ in range(int(sys.argv[2])):
-    with Buffer(sys.argv[1], readonly=True) as b:
-        n = b.counts()["scores"]["rows"]
+    with BufferQueries.open(sys.argv[1], readonly=True) as q:
+        n = q.counts()["scores"].rows
     assert n >= last, (n, last)
     last = n
     print(n, flush=True)
@@ -156,10 +154,10 @@ def test_another_process_reads_while_the_writer_writes(tmp_path):
 
 LABELLER = """
 import sys
-from sensorml.buffer.db import Buffer
-with Buffer(sys.argv[1]) as b:  # another writer, like `sensorml label`
+from sensorml.buffer.queries import BufferQueries
+with BufferQueries.open(sys.argv[1]) as q:  # another writer, like `sensorml label`
     for i in range(int(sys.argv[3])):
-        b.add_label(int(sys.argv[2]), "true_fault", f"note {i}", "ops")
+        q.add_label(int(sys.argv[2]), "true_fault", f"note {i}", "ops")
         print(i, flush=True)
 """
 
@@ -170,7 +168,7 @@ def test_another_process_adds_labels_while_the_writer_writes(tmp_path):
         rec.record_event("alarm", {"score": 9.0})
         assert rec.flush(10.0)
         with read(p) as r:
-            eid = r.recent_events(1)[0]["id"]
+            eid = r.recent_events(1)[0].id
         proc = subprocess.Popen([sys.executable, "-c", LABELLER, str(p), str(eid), "50"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -184,8 +182,8 @@ def test_another_process_adds_labels_while_the_writer_writes(tmp_path):
         assert proc.returncode == 0, err
         assert rec.stats()["errors"] == 0
     with read(p) as r:
-        assert r.counts()["labels"]["rows"] == 50
-        assert r.counts()["scores"]["rows"] == i
+        assert r.counts()["labels"].rows == 50
+        assert r.counts()["scores"].rows == i
         with pytest.raises(StoreError, match="read-only"):
             r.add_label(eid, "false_alarm")
 
@@ -207,9 +205,9 @@ def test_disk_full_is_counted_evicted_and_the_writer_keeps_going(tmp_path):
         assert st["written"]["events"] >= 1
         assert st["buffer"]["evicted"]["scores"] > 0
     with read(p) as r:
-        kinds = [e["kind"] for e in r.recent_events(50)]
+        kinds = [e.kind for e in r.recent_events(50)]
         assert "trip" in kinds
-        assert r.counts()["scores"]["rows"] > 0
+        assert r.counts()["scores"].rows > 0
 
 
 def test_events_mixed_with_raw_windows_all_reach_a_full_buffer(tmp_path):
@@ -241,10 +239,11 @@ def test_events_mixed_with_raw_windows_all_reach_a_full_buffer(tmp_path):
     assert gone > 0  # reported where an operator looks, not only counted
     assert f'sensorml_recorder_store_dropped_total{{lane="raw_sample"}} {gone}' in reg.render()
     with read(p) as r:
-        trips = [json.loads(e["detail"])["i"] if isinstance(e["detail"], str) else e["detail"]["i"]
-                 for e in r.recent_events(1000) if e["kind"] == "trip"]
+        trips = [e.detail["i"] for e in r.recent_events(1000) if e.kind == "trip"]
         assert sorted(trips) == list(range(9, n_raw, 10))
-        assert r.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con = sqlite3.connect(p)  # the file itself, after the full-disk episodes
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
 
 
 def test_numpy_scalars_from_the_fast_path_are_stored_not_fatal(tmp_path):
@@ -257,10 +256,10 @@ def test_numpy_scalars_from_the_fast_path_are_stored_not_fatal(tmp_path):
         assert rec.stats()["errors"] == 0
     with read(tmp_path / "r.db") as r:
         s = r.unsynced("scores")[0]
-        assert (s["t"], s["window_seq"], s["score"], s["verdict"]) == (1.5, 7, 0.75, 2)
-        assert np.frombuffer(s["features"], "<f4").tolist() == [0.5, 0.25]
+        assert (s.t, s.window_seq, s.score, s.verdict) == (1.5, 7, 0.75, 2)
+        assert s.feature_vector().tolist() == [0.5, 0.25]
         raw = r.unsynced("raw_windows")[0]
-        assert (raw["dtype"], raw["rate"]) == ("<f8", 100.0)
+        assert (raw.dtype, raw.rate) == ("<f8", 100.0)
 
 
 def test_recorder_figures_show_up_in_a_metrics_registry(tmp_path):
@@ -300,5 +299,5 @@ def test_unencodable_event_detail_still_records_the_event(tmp_path):
         assert rec.flush(10.0)
     with read(tmp_path / "r.db") as r:
         ev = r.recent_events(2)
-        assert ev[0]["detail"] == {"score": 2.5}
-        assert "unencodable_detail" in ev[1]["detail"]
+        assert ev[0].detail == {"score": 2.5}
+        assert "unencodable_detail" in ev[1].detail

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.sync.batch import (
     BatchError,
     batch_name,
@@ -31,8 +32,9 @@ def buf(tmp_path):
                  json.dumps(["ax", "ay", "az"][:a.shape[1]]), 25600.0, a.dtype.str,
                  json.dumps(list(a.shape)), a.tobytes()) for i, a in enumerate(raw)]
         b.write(events=[ev], scores=scores, raws=raws)
-        b.add_label(1, "true_fault", "outer race, confirmed", "ana")
-        yield b, feats, raw
+    with BufferQueries.open(tmp_path / "b.db") as q:
+        q.add_label(1, "true_fault", "outer race, confirmed", "ana")
+        yield q, feats, raw
 
 
 def test_every_table_round_trips_to_numpy(buf):

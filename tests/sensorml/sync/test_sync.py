@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.buffer.recorder import Recorder
 from sensorml.sync.batch import decode_batch
 from sensorml.sync.job import SyncFailed, SyncJob
@@ -45,21 +47,25 @@ def lake(store: Store) -> Counter:
 
 
 def all_rows(path: Path) -> set:
-    with Buffer(path, readonly=True) as b:
+    """(table, row id) of every row in the file, read as another process would."""
+    c = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
         return {(t, i) for t in ("events", "labels", "scores", "raw_windows")
-                for (i,) in b.conn.execute(f"SELECT id FROM {t}")}
+                for (i,) in c.execute(f"SELECT id FROM {t}")}
+    finally:
+        c.close()
 
 
 def backlog(path: Path) -> dict:
-    with Buffer(path, readonly=True) as b:
-        return {t: c["unsynced"] for t, c in b.counts().items()}
+    with BufferQueries.open(path, readonly=True) as q:
+        return {t: c.unsynced for t, c in q.counts().items()}
 
 
 def test_one_run_uploads_everything_in_priority_order_and_sends_a_heartbeat(tmp_path):
     db = tmp_path / "buffer.db"
     fill(db, scores=1200, raws=12, events=6)
-    with Buffer(db) as b:
-        b.add_label(2, "true_fault", "bearing", "ana", t=T0 + 30)
+    with BufferQueries.open(db) as q:
+        q.add_label(2, "true_fault", "bearing", "ana", t=T0 + 30)
     store = FileStore(tmp_path / "cloud", fsync=False)
     job = SyncJob(db, store, "gw1", batch_rows=500, clock=lambda: T0 + 60)
     rep = job.run_once()

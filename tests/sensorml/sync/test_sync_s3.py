@@ -12,6 +12,7 @@ import pytest
 from faultproxy import FaultProxy
 
 from sensorml.buffer.db import Buffer
+from sensorml.buffer.queries import BufferQueries
 from sensorml.sync.batch import decode_batch
 from sensorml.sync.job import SyncFailed, SyncJob
 from sensorml.sync.stores import CloudError, NotFound, open_store
@@ -104,8 +105,8 @@ def rerun_until_drained(job: SyncJob, db, tries: int) -> list[SyncFailed]:
         except SyncFailed as e:
             failures.append(e)
             continue
-        with Buffer(db, readonly=True) as b:
-            if not b.counts()["scores"]["unsynced"]:
+        with BufferQueries.open(db, readonly=True) as q:
+            if not q.counts()["scores"].unsynced:
                 break
     return failures
 
@@ -144,7 +145,7 @@ def test_endpoint_answering_errors_then_reruns_give_each_row_once(tmp_path, endp
     # each failed run is one log line naming the store and what it could not do
     assert all("\n" not in str(e) and str(e).startswith(f"s3://errors{status}/fleet-a: cannot ")
                for e in failed), failed
-    with Buffer(db, readonly=True) as b:
-        assert b.counts()["scores"]["unsynced"] == 0
+    with BufferQueries.open(db, readonly=True) as q:
+        assert q.counts()["scores"].unsynced == 0
     c = lake(direct)
     assert len(c) == 3001 and set(c.values()) == {1}
