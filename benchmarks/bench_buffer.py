@@ -1,5 +1,6 @@
 """Recorder and buffer figures: enqueue cost on the fast path, writer throughput,
-commit latency and the spikes WAL checkpoints cause.
+commit latency and the spikes WAL checkpoints cause; the gateway's plain-sqlite3 write
+path side by side with sqlite-utils' ``insert_all`` on the same rows.
 
 Run: ``python -m benchmarks buffer``. Figures are medians of several runs.
 """
@@ -113,6 +114,32 @@ def direct_executemany(d: Path, n: int, batch: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def sqlite_utils_insert_all(d: Path, n: int, batch: int) -> tuple[float, float]:
+    """The same score rows through sqlite-utils into the same schema and pragmas (WAL,
+    synchronous=NORMAL), one ``insert_all`` per transaction: ``(rows/s, µs per call)``.
+    The file is made by :class:`Buffer`; sqlite-utils opens it on its own connection."""
+    import sqlite_utils
+
+    from sensorml.buffer.schema import INSERT_COLUMNS
+
+    path = d / f"su-{batch}.db"
+    Buffer(path).close()
+    rows = [dict(zip(INSERT_COLUMNS["scores"], (1.0, i, 0.5, 0, "m-1", FEATS.tobytes())))
+            for i in range(batch)]
+    db = sqlite_utils.Database(path, recursive_triggers=False, execute_plugins=False)
+    db.execute("PRAGMA synchronous = NORMAL")
+    table = db["scores"]
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n // batch):
+            with db.atomic():
+                table.insert_all(rows, batch_size=batch)
+        dt = time.perf_counter() - t0
+    finally:
+        db.close()
+    return n / dt, dt / (n // batch) * 1e6
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -131,9 +158,15 @@ def main() -> None:
             rec.close()
         print(f"record_raw enqueue (1024x3 float32, copied): {statistics.median(t):.2f} µs/call")
 
-        for batch in (100, 256):
-            r = statistics.median(direct_executemany(d, 100_000, batch) for _ in range(3))
-            print(f"Buffer.write scores, {batch}/transaction (no queue): {r:,.0f} rows/s")
+        for batch in (1, 100, 256):  # the hot write path's library, measured against the other
+            n = 5_000 if batch == 1 else 100_000
+            r = statistics.median(direct_executemany(d, n, batch) for _ in range(3))
+            su = [sqlite_utils_insert_all(d, n, batch) for _ in range(3)]
+            sr = statistics.median(x[0] for x in su)
+            print(f"scores, {batch}/transaction (no queue): sqlite3 Buffer.write {r:,.0f} rows/s "
+                  f"({batch / r * 1e6:.1f} µs/transaction) | sqlite-utils insert_all "
+                  f"{sr:,.0f} rows/s ({statistics.median(x[1] for x in su):.1f} µs/transaction)"
+                  f" = {r / sr:.1f}x")
         res = [writer_throughput(d, 100_000, raw=False) for _ in range(3)]
         st = res[1][1]
         print(f"writer throughput, scores + 40 float32 features: "

@@ -57,6 +57,7 @@ from sensorml.buffer.connection import (
     pending_migrations,
     rollback_quietly,
 )
+from sensorml.buffer.migrate import apply_migrations
 from sensorml.buffer.rows import PendingTrip
 from sensorml.buffer.schema import TABLES, event_severity, insert_sql, rows_per_statement, to_json
 from sensorml.buffer.space import SpaceKeeper
@@ -97,8 +98,6 @@ class Buffer:
                           wal_autocheckpoint=wal_autocheckpoint, max_pages=max_pages)
             page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
             if pending_migrations(self.conn, self.path, readonly=readonly):
-                from sensorml.buffer.migrate import apply_migrations  # sqlite-utils: rarely
-
                 apply_migrations(self.conn, self.path, clock)
             evicted = {} if readonly else \
                 {t: int(self.get_meta(f"evicted.{t}") or 0) for t in TABLES}

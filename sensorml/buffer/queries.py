@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import sqlite_utils
 
 from sensorml.buffer.connection import connect, pending_migrations, rollback_quietly
-from sensorml.buffer.migrate import applied, apply_migrations, database
+from sensorml.buffer.migrate import apply_migrations
 from sensorml.buffer.rows import (
     AlarmEvent,
     AnomalyCounts,
@@ -63,7 +64,8 @@ class BufferQueries:
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool,
                  clock: Callable[[], float] = time.time) -> None:
         self.conn, self.path, self.readonly, self.clock = conn, path, readonly, clock
-        self.db = database(conn)
+        # no plugins, no pragma of its own: connect() set the connection up
+        self.db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = False,
@@ -106,8 +108,9 @@ class BufferQueries:
 
     # ---------------------------------------------------------- schema, meta
     def migrations(self) -> list[Migration]:
-        """Applied migrations in order."""
-        return applied(self.db)
+        """Applied migrations, in the order they were applied."""
+        return [Migration(r["name"], r["applied_at"]) for r in
+                self.db["migrations"].rows_where(order_by="rowid", select="name, applied_at")]
 
     def _meta(self, key: str) -> str | None:
         rows = list(self.db["meta"].rows_where("key = ?", [key], select="value"))

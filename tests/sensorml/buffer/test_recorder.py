@@ -301,3 +301,28 @@ def test_unencodable_event_detail_still_records_the_event(tmp_path):
         ev = r.recent_events(2)
         assert ev[0].detail == {"score": 2.5}
         assert "unencodable_detail" in ev[1].detail
+
+
+GATEWAY_SIDE = """
+import sys
+from sensorml.buffer.recorder import Recorder
+with Recorder(sys.argv[1], device="gw1") as rec:
+    rec.record_event("start", {})
+    rec.record_score(1.0, 0, 0.5, 0, "1", [0.25])
+    assert rec.flush(10)
+print("sqlite_utils" in sys.modules)
+"""
+
+
+def test_the_gateway_side_never_loads_sqlite_utils(tmp_path):
+    """The recorder writes, and creates and migrates its buffer, with plain sqlite3: the
+    gateway process never imports sqlite-utils (with click, pluggy, dateutil: ~7 MB of
+    RSS it does not need), neither on a new file nor on an existing one."""
+    p = tmp_path / "r.db"
+    runs = [subprocess.run([sys.executable, "-c", GATEWAY_SIDE, str(p)], cwd=REPO,
+                           capture_output=True, text=True, timeout=60) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    assert [r.stdout.strip() for r in runs] == ["False", "False"]
+    with read(p) as q:
+        assert q.counts()["scores"].rows == 2 and q.device() == "gw1"
