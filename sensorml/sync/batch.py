@@ -99,13 +99,14 @@ def _unshuffle(b: bytes, itemsize: int) -> bytes:
     return np.frombuffer(b, np.uint8).reshape(itemsize, -1).T.tobytes()
 
 
-def _columns(table: str, rows: list[Any]) -> dict[str, Any]:
+def _columns(table: str, rows: list[Row]) -> dict[str, Any]:
+    by_name = dict(zip(rows[0]._fields, zip(*rows)))  # the rows are tuples: transpose them
     cols: dict[str, Any] = {}
     for name, dt in COLUMNS[table].items():
-        vals = [getattr(r, name) for r in rows]
-        cols[name] = vals if dt == "json" else np.array(vals, dtype=dt)
+        vals = by_name[name]
+        cols[name] = list(vals) if dt == "json" else np.array(vals, dtype=dt)
     if table == "scores":
-        feats = [r.features for r in rows]
+        feats = by_name["features"]
         n = max((len(f) // 4 for f in feats if f), default=0)
         x = np.full((len(rows), n), np.nan, np.float32)
         for i, f in enumerate(feats):
@@ -114,7 +115,7 @@ def _columns(table: str, rows: list[Any]) -> dict[str, Any]:
         cols["has_features"] = np.array([bool(f) for f in feats], bool)
         cols["features"] = x
     elif table == "raw_windows":
-        blobs = [bytes(r.data) for r in rows]
+        blobs = [bytes(b) for b in by_name["data"]]
         cols["data_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype("<i8")
         cols["data"] = np.frombuffer(b"".join(blobs), np.uint8)
     return cols
