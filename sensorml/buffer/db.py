@@ -27,11 +27,11 @@ Space keeping (the size cap, the filesystem's free-space reserve, the ballast fi
 checkpoints) is the buffer's :class:`~sensorml.buffer.space.SpaceKeeper`, ``buffer.space``.
 
 Plain ``sqlite3`` here, not sqlite-utils: this is the gateway's hot write path. Scores go
-in as multi-row INSERTs in one explicit transaction: ~370k rows/s in batches of 256,
-against ~41k rows/s through sqlite-utils' ``insert_all`` (which also costs ~40 µs a call
-for a single row); ``python -m benchmarks buffer`` prints both side by side. Nor does the
-gateway process import sqlite-utils (and its click, pluggy and dateutil: ~9 MB of RSS)
-to open an up-to-date buffer.
+in as multi-row INSERTs in one explicit transaction: 380-430k rows/s in batches of 256 on
+a 2-vCPU machine, 2.4-2.7x what sqlite-utils' ``insert_all`` reached on the same rows,
+schema and pragmas (157-161k rows/s); ``python -m benchmarks buffer`` prints both side by
+side. Nor does the gateway process import sqlite-utils at all (with click, pluggy and
+dateutil it added 7 MB to a recorder process's peak RSS).
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
