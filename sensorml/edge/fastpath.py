@@ -18,8 +18,10 @@ import numpy as np
 from firmware_bridge.actuators import trip_all
 from firmware_bridge.block import Block, Quality
 from firmware_bridge.errors import TripError
-from sensorml.edge.decider import Decider, LimitChecker, TripLatch, Verdict, Watchdog
+from sensorml.edge.decider import Decider, Verdict
 from sensorml.edge.features import FeatureExtractor, FeatureSpec
+from sensorml.edge.limits import LimitChecker
+from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.edge.windowing import SlowTracker, Windower
 
 log = logging.getLogger("sensorml.gateway.process")

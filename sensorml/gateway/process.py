@@ -25,8 +25,10 @@ from firmware_bridge.sources import open_source
 from sensorml.buffer.recorder import Recorder
 from sensorml.bundles.staging import BundleStore, deployment_state
 from sensorml.config import GatewayConfig
-from sensorml.edge.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
+from sensorml.edge.decider import Decider, Thresholds
 from sensorml.edge.fastpath import ActiveModel, FastPath
+from sensorml.edge.limits import HardLimit, LimitChecker
+from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.edge.windowing import SlowTracker
 from sensorml.errors import BundleError, SensormlError, StoreError
 from sensorml.gateway.slot import ShadowDeploy, file_mtime

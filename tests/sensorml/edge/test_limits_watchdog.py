@@ -15,14 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensorml.edge.decider import (
-    HardLimit,
-    LimitBreach,
-    LimitChecker,
-    TripLatch,
-    Watchdog,
-    check_limits,
-)
+from sensorml.edge.limits import HardLimit, LimitBreach, LimitChecker, check_limits
+from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.errors import ConfigError
 
 CH = ("ax", "temperature_c", "pressure_bar")
