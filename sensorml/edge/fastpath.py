@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -27,14 +28,23 @@ from sensorml.edge.windowing import SlowTracker, Windower
 log = logging.getLogger("sensorml.gateway.process")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ActiveModel:
-    """The model the fast path scores with; swapped as a whole on reload."""
+    """The model the fast path scores with: replaced as a whole, never edited."""
 
     scorer: object  # sensorml.edge.scorer.Scorer
     decider: Decider
     version: str
     name: str
+
+
+class Models(Protocol):
+    """Where the fast path reads its model (:class:`sensorml.gateway.slot.ModelSlot`)."""
+
+    #: the live model, read once per window; None: hard limits and watchdog only
+    live: ActiveModel | None
+    #: a candidate in shadow (``offer(features, verdict)``, O(1), never raises), or None
+    shadow: object | None
 
 
 class FastPath:
@@ -44,7 +54,7 @@ class FastPath:
         self,
         spec: FeatureSpec,
         *,
-        model: ActiveModel | None,
+        models: Models,
         limits: LimitChecker | None,
         slow_limits: LimitChecker | None,
         watchdog: Watchdog,
@@ -62,9 +72,7 @@ class FastPath:
         self._names = spec.names()
         self.windower = Windower(spec)
         self.extractor = FeatureExtractor(spec)
-        self.model = model
-        #: a sensorml.gateway.shadow.ShadowRunner while a candidate model runs in shadow
-        self.shadow = None
+        self.models = models
         self.limits = limits
         self.slow_limits = slow_limits
         self.watchdog = watchdog
@@ -128,7 +136,8 @@ class FastPath:
         self.windows += 1
         m = self.m
         m.windows.inc()
-        model = self.model
+        models = self.models
+        model = models.live  # read once: this window is scored and decided by this model
         if model is None:
             return
         slow = None
@@ -174,7 +183,7 @@ class FastPath:
                 "score": score, "reason": d.reason, "window_seq": w.seq,
                 "model_version": model.version,
             }, t_recv=w.t_recv, features=x)
-        shadow = self.shadow
+        shadow = models.shadow
         if shadow is not None:  # after the live decision and trip: O(1), never raises
             shadow.offer(x, verdict)
         if verdict != self.last_verdict:

@@ -1,8 +1,8 @@
 """The gateway's own figures, in Prometheus text format on ``/metrics``.
 
 Counters the fast path touches are cached children (one attribute update per window).
-Gauges that mirror other objects (queue depth, recorder drops, source counters) are
-read when ``/metrics`` is scraped, never on the fast path.
+Gauges that mirror other objects (queue depth, the model running, recorder drops, source
+counters) are read when ``/metrics`` is scraped, never on the fast path.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class GatewayMetrics:
                                        "Source outages, recoveries and errors.")
         self._model = r.gauge("sensorml_model_info", "Model running (1).",
                               ("name", "version"))
-        self._gw = None
+        self._model_shown: tuple[str, str] | None = None
         self._dyn = {
             "queue_depth": r.gauge("sensorml_queue_depth", "Blocks waiting for the fast path."),
             "tripped": r.gauge("sensorml_tripped", "1 while the trip is latched."),
@@ -53,14 +53,17 @@ class GatewayMetrics:
             "src": r.gauge("sensorml_source_counter", "Source counters.", ("source", "counter")),
         }
 
-    def model_info(self, name: str, version: str) -> None:
-        self._model._children.clear()
-        self._model.labels(name=name, version=version).set(1)
-
     def _refresh(self, gw) -> None:
         d = self._dyn
         d["queue_depth"].set(gw.q.qsize())
         d["tripped"].set(1 if gw.latch.tripped else 0)
+        live = gw.slot.live
+        shown = (live.name, live.version) if live else None
+        if shown != self._model_shown:
+            self._model._children.clear()
+            if shown:
+                self._model.labels(name=shown[0], version=shown[1]).set(1)
+            self._model_shown = shown
         st = gw.recorder.stats()
         d["rec_queued"].set(st.get("queued_total", 0))
         for kind, n in (st.get("dropped") or {}).items():
