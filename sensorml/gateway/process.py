@@ -54,7 +54,7 @@ class Gateway:
                                  max_bytes=int(cfg.buffer.max_mb * 1024 * 1024),
                                  raw_sample_every=cfg.buffer.raw_sample_every,
                                  device=cfg.device_id, start=False)
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(self.recorder)
         self.latch = TripLatch()
         wd = cfg.watchdog
         self.watchdog = Watchdog(wd.timeout_s, max_gap=wd.max_gap,
