@@ -67,6 +67,7 @@ class FastPath:
         on_reset: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         startup_inhibit_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self._names = spec.names()
@@ -91,11 +92,12 @@ class FastPath:
         self._reset_level = 0.0
         self._sensor_fault = False
         self.startup_inhibit_s = startup_inhibit_s
-        self.inhibit_until = time.monotonic() + startup_inhibit_s
+        self.monotonic = monotonic  # the start-up inhibit's clock (``clock``: event times)
+        self.inhibit_until = monotonic() + startup_inhibit_s
 
     def machine_restarted(self) -> None:
         """After a reset the machine runs up again: hold model trips for the inhibit time."""
-        self.inhibit_until = time.monotonic() + self.startup_inhibit_s
+        self.inhibit_until = self.monotonic() + self.startup_inhibit_s
 
     # ---------------------------------------------------------------- blocks
     def on_fast_block(self, block: Block) -> None:
@@ -176,7 +178,7 @@ class FastPath:
         m.verdicts[verdict].inc()
         m.last_score.set(score)
         t = self.clock()
-        if verdict == Verdict.TRIP and time.monotonic() < self.inhibit_until:
+        if verdict == Verdict.TRIP and self.monotonic() < self.inhibit_until:
             verdict = Verdict.ALARM  # running up after start or reset: alarm, don't trip
         if verdict == Verdict.TRIP:
             self.trip("model", {
