@@ -89,7 +89,9 @@ class FastPath:
         self.last_verdict = Verdict.NORMAL
         self.model_failures = 0
         self.last_trip_latency_s: float | None = None
-        self._reset_level = 0.0
+        # the reset input's last level; NaN until its first reading, which is a level to
+        # measure the edge from, not a press (NaN compares false: no edge)
+        self._reset_level = math.nan
         self._sensor_fault = False
         self.startup_inhibit_s = startup_inhibit_s
         self.monotonic = monotonic  # the start-up inhibit's clock (``clock``: event times)

@@ -260,6 +260,19 @@ def test_a_press_while_not_tripped_does_nothing_and_is_not_remembered(rig):
     assert r.latch.tripped and r.resets == []  # the earlier press does not lift the new trip
 
 
+def test_a_reset_input_already_high_at_start_does_not_lift_a_restored_trip(rig):
+    """A stuck or held button at start-up is not a press: the first reading is the level
+    the edge is measured from."""
+    r = rig(reset_input="reset_btn")
+    r.latch.trip({"cause": "model", "restored": True}, 1.0)  # as Gateway._restore_latch does
+    r.button(1.0)
+    r.button(1.0)
+    assert r.latch.tripped and r.resets == []
+    r.button(0.0)
+    r.button(1.0)
+    assert not r.latch.tripped and r.resets == ["input reset_btn"]
+
+
 # ------------------------------------------------------------------ trip before record
 def test_the_trip_actuator_fires_before_the_recorder_is_handed_the_window(rig):
     r = rig()
