@@ -9,12 +9,11 @@ run is :func:`training.simdata.zscore_bundle` (the soak and the benchmarks use i
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["example_manifest", "linear_onnx", "write_linear_bundle"]
+__all__ = ["example_manifest", "linear_onnx"]
 
 
 def example_manifest(n_features: int = 3, **over: Any) -> dict:
@@ -48,12 +47,3 @@ def linear_onnx(n: int, weight: float | np.ndarray = 0.0, bias: float = 0.0) -> 
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m.SerializeToString()
-
-
-def write_linear_bundle(path: Path, key: Path | None, n: int = 3, weight: float = 0.01,
-                        bias: float = 0.0, **manifest: Any) -> Path:
-    """A bundle at ``path`` holding :func:`linear_onnx` with :func:`example_manifest`
-    (``manifest`` overrides its fields), signed with ``key`` (None: unsigned)."""
-    from sensorml.bundles.bundle import write_bundle
-
-    return write_bundle(path, example_manifest(n, **manifest), linear_onnx(n, weight, bias), key)
