@@ -276,7 +276,7 @@ def test_rtu_over_a_pty_line_with_a_silent_device():
     """pymodbus's RTU server on one end of a pty null-modem line, the source on the
     other: values arrive, and an absent drop (device 3, silent as on RS-485) does not
     stop the two live ones."""
-    from firmware_bridge.sim.modbus_server import pty_link
+    from firmware_bridge.sim.ptylink import pty_link
 
     regmap = parse_map(pts(("a", 1, "holding", 0, "float32"), ("b", 2, "coil", 4),
                            ("gone", 3, "holding", 0)))
