@@ -210,7 +210,11 @@ def _source(t: Table) -> SourceConfig:
     options = {}
     if t.has("map"):
         options["map"] = str(t.path_("map"))
-    for k in ("baud", "format", "poll_rate", "timeout"):
+    if t.has("baud"):
+        options["baud"] = t.int("baud", lo=1)
+    if t.has("format"):
+        options["format"] = t.str("format", choices=("csv", "frames"))
+    for k in ("poll_rate", "timeout"):
         if t.has(k):
             options[k] = t.raw(k)
     t.done()

@@ -16,7 +16,7 @@ way (serial STOP, stdin), so reading the coil always tells whether the machine i
 
 Modbus RTU: :meth:`ModbusDevice.start_rtu` serves the same registers as RTU on a pty.
 pymodbus's serial server needs a port path to open, and so does the gateway, so two ptys
-are joined like a null-modem cable (:func:`firmware_bridge.sim.modbus_server.pty_link`):
+are joined like a null-modem cable (:func:`firmware_bridge.sim.ptylink.pty_link`):
 the RTU server opens one end, the gateway the other (printed as ``modbus-rtu: /dev/pts/N``).
 Both servers get the same values at every refresh; a stop-coil write on either one counts.
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 from firmware_bridge.errors import ConfigError, PortError
 from firmware_bridge.modbus.codec import encode_value
 from firmware_bridge.modbus.regmap import RegisterMap, load_map
-from firmware_bridge.sim.modbus_server import ModbusTestServer, pty_link
+from firmware_bridge.sim.modbus_server import ModbusTestServer
+from firmware_bridge.sim.ptylink import pty_link
 
 #: the register map of the simulated pump, shipped with the repo
 DEFAULT_MAP = Path(__file__).resolve().parents[2] / "data" / "maps" / "sim_pump.toml"

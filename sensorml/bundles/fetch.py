@@ -33,8 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sensorml.bundles.bundle import MANIFEST, MODEL, SIGNATURE
 from sensorml.bundles.desired import DesiredError, DesiredState, resolve, verify_desired
+from sensorml.bundles.files import MANIFEST, MODEL, SIGNATURE
 from sensorml.bundles.staging import CANDIDATE, CURRENT, BundleStore, DeployError, deployment_state
 from sensorml.errors import BundleError, ConfigError, SensormlError, StoreError
 

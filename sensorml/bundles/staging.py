@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from sensorml import __version__
-from sensorml.bundles.bundle import FORMAT_VERSION, MANIFEST, MODEL, SIGNATURE, load_bundle
+from sensorml.bundles.bundle import load_bundle
 from sensorml.bundles.desired import version_key
+from sensorml.bundles.files import MANIFEST, MODEL, SIGNATURE
+from sensorml.bundles.manifest import FORMAT_VERSION
 from sensorml.errors import BundleError, BundleFormatError, SensormlError
 
 __all__ = ["BundleStore", "DeployError", "IncompatibleBundle", "Staged", "check_compatible",

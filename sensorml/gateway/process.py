@@ -169,7 +169,7 @@ class Gateway:
     # ------------------------------------------------------------- control
     def reset(self, by: str) -> dict:
         """Clear the latch and run every actuator's reset. Called from any thread."""
-        if not self.latch.reset(by, time.time()):
+        if not self.latch.reset():
             return {"ok": True, "detail": "not tripped"}
         model = self.slot.live
         if model is not None:

@@ -1,5 +1,5 @@
 """The sync job against a real S3 protocol server on 127.0.0.1 (moto's server mode), and
-through the fault proxy (``tests/faultproxy.py``): connections dropped in the middle of
+through the fault proxy (``tests/support/faultproxy.py``): connections dropped in the middle of
 requests and responses, and the endpoint answering 500 and 503."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from sensorml.buffer.db import Buffer
 from sensorml.sync.batch import decode_batch
