@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support.bundles import example_manifest
 
 from firmware_bridge.actuators import ActuatorSpec, open_actuator
 from firmware_bridge.block import Block, Quality
 from sensorml.buffer.recorder import Recorder
-from sensorml.bundles.bundle import example_manifest, write_bundle
+from sensorml.bundles.bundle import write_bundle
 from sensorml.bundles.staging import BundleStore
 from sensorml.config import DecisionConfig, DeployConfig, ModelConfig
 from sensorml.edge.decider import Verdict
@@ -137,7 +138,7 @@ class Rig:
 
     def reset(self, by: str) -> None:
         """What ``Gateway.reset`` does to the fast path's objects."""
-        if self.latch.reset(by, 0.0):
+        if self.latch.reset():
             self.resets.append(by)
             self.slot.live.decider.reset()
             self.fast.machine_restarted()

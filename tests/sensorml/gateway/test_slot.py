@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support.bundles import example_manifest
 
 from firmware_bridge.block import Block
-from sensorml.bundles.bundle import example_manifest, write_bundle
+from sensorml.bundles.bundle import write_bundle
 from sensorml.bundles.staging import CANDIDATE, CURRENT, BundleStore
 from sensorml.config import DecisionConfig, DeployConfig, ModelConfig
 from sensorml.edge.fastpath import ActiveModel, FastPath
