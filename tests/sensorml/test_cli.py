@@ -149,6 +149,8 @@ def test_the_control_port_stays_on_loopback_unless_asked(tmp_path, capsys):
     ["train", "fit", "--table", "run.csv", "--out", "b"], ["train", "verify", "b"],
 ])
 def test_train_without_the_extra_is_one_line_and_exit_2(args):
+    """Fake: "the [train] extra is not installed" is HIDE_TRAIN_EXTRA, a meta-path finder
+    that refuses sklearn, scipy and skl2onnx in the child process."""
     r = run_cli(*args, prelude=HIDE_TRAIN_EXTRA)
     assert r.returncode == 2
     assert r.stderr == ("sensorml train needs the [train] extra: pip install 'sensorml[train]' "
@@ -157,6 +159,7 @@ def test_train_without_the_extra_is_one_line_and_exit_2(args):
 
 
 def test_the_training_command_without_the_extra_is_one_line_too():
+    """Fake: the extra's absence is HIDE_TRAIN_EXTRA (see above)."""
     code = HIDE_TRAIN_EXTRA + "\nfrom training.cli import main\nsys.exit(main(['--help']))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
@@ -164,6 +167,7 @@ def test_the_training_command_without_the_extra_is_one_line_too():
 
 
 def test_building_the_tree_imports_no_training_library_and_the_rest_works_without_it():
+    """Fake: the extra's absence is HIDE_TRAIN_EXTRA (see above)."""
     code = HIDE_TRAIN_EXTRA + """
 from sensorml.cli import build_parser, main
 build_parser()
