@@ -19,16 +19,13 @@ One run of :func:`redeploy`:
 
 The gateway must run what the store says is current: ``model.bundle`` is
 ``<state_dir>/bundles/current``. Run it alone with
-``python -m sensorml.bundles.fetch --config gateway.toml``; the sync job runs it each period.
+``sensorml redeploy --config gateway.toml``; the sync job runs it each period.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +37,7 @@ from sensorml.errors import BundleError, ConfigError, SensormlError, StoreError
 
 log = logging.getLogger("sensorml.bundles.fetch")
 
-__all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "notify_gateway", "main"]
+__all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "notify_gateway"]
 
 
 @dataclass(frozen=True)
@@ -231,27 +228,3 @@ def sync_steps(cfg) -> list:
 
     deploy.name = "deploy"  # type: ignore[attr-defined]
     return [deploy]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sensorml.bundles.fetch --config gateway.toml [--store URL]``: one run."""
-    from sensorml.config import load_config
-
-    p = argparse.ArgumentParser(prog="python -m sensorml.bundles.fetch",
-                                description="Fetch desired state and stage a new model.")
-    p.add_argument("--config", required=True, help="gateway.toml")
-    p.add_argument("--store", help="store URL (default: sync.store of the config)")
-    a = p.parse_args(argv)
-    try:
-        cfg = load_config(a.config)
-        store = open_store(a.store or cfg.sync.store, cfg)
-        res = redeploy(cfg, store)
-    except SensormlError as e:
-        print(f"redeploy: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(res.to_dict()), flush=True)
-    return 1 if res.action == "refused" else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -272,7 +272,7 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
 def _publish(tl: Timeline, py: str, bundle: Path, store: str, key: Path, version: str) -> None:
     _run(tl, f"publish v{version}", [py, "-m", "training.cli", "--quiet", "publish", str(bundle),
                                      "--store", store, "--key", str(key)])
-    _run(tl, f"desired v{version}", [py, "-m", "sensorml.bundles.desired", "--store", store, "--fleet",
+    _run(tl, f"desired v{version}", [py, "-m", "sensorml.cli", "desired", "--store", store, "--fleet",
                                      FLEET, "--model", DEVICE, "--version", version, "--key",
                                      str(key)])
 
