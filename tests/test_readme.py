@@ -34,7 +34,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gwprocs import Proc
+
+from sensorml.demo.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
