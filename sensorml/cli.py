@@ -16,7 +16,7 @@ from firmware_bridge.errors import BridgeError
 from sensorml.errors import SensormlError
 
 COMMANDS = ("gateway", "check-config", "status", "reset", "rollback", "learn", "keygen",
-            "simulate", "train", "score", "demo", "sync", "label")
+            "simulate", "train", "score", "demo", "sync", "label", "examples")
 
 
 class JsonFormatter(logging.Formatter):
@@ -186,6 +186,14 @@ def cmd_label(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_examples(a: argparse.Namespace) -> int:
+    from sensorml.examples import write_examples
+
+    for path in write_examples(Path(a.dir), force=a.force):
+        print(path)
+    return 0
+
+
 def _duration(text: str) -> float:
     from firmware_bridge.parsing import parse_duration
 
@@ -280,13 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--by", default=None, help="who says so (default: the login name)")
     lb.add_argument("--list", action="store_true", help="list recent alarm/trip events")
     lb.add_argument("--limit", type=int, default=20, help="how many to list (default 20)")
+
+    ex = add("examples", cmd_examples, "Write the example gateway configs and register maps "
+                                       "into DIR/configs and DIR/maps (they run as written "
+                                       "against `sensorml simulate`).")
+    ex.add_argument("dir", metavar="DIR", help="folder to write into (e.g. build/try)")
+    ex.add_argument("--force", action="store_true", help="overwrite example files you edited")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and (argv[0] == "score" or  # its arguments are all options: pass them through
-                 argv[0] in ("simulate", "train") and any(x in ("-h", "--help") for x in argv[1:2])):
+    if argv and argv[0] in ("score", "simulate", "train") and argv[1:2] != ["--"]:  # sub-tools
         argv = [argv[0], "--", *argv[1:]]
     parser = build_parser()
     a = parser.parse_args(argv)

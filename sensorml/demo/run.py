@@ -28,9 +28,8 @@ from pathlib import Path
 from sensorml.demo.procs import Proc
 from sensorml.errors import SensormlError
 
-__all__ = ["Proc", "ROOT", "run_demo", "write_config"]
+__all__ = ["Proc", "run_demo", "write_config"]
 
-ROOT = Path(__file__).resolve().parents[2]
 FLEET = "demo"
 DEVICE = "demo-pump"
 
@@ -135,6 +134,7 @@ def _fresh(work: Path) -> None:
 
 def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
              quick: bool = False) -> int:
+    from firmware_bridge.sim.modbus_device import DEFAULT_MAP
     from sensorml.bundles.bundle import keygen
     from sensorml.config import load_config
     from sensorml.gateway.control import call
@@ -144,7 +144,8 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
     work = work.resolve()
     _fresh(work)
     py = sys.executable
-    map_path = ROOT / "data" / "maps" / "sim_pump.toml"
+    map_path = work / DEFAULT_MAP.name  # the simulator's own map, for the gateway's config
+    map_path.write_bytes(DEFAULT_MAP.read_bytes())
     store = f"file://{work / 'cloud'}"
     key = work / "keys" / "signing.key"
 
