@@ -132,8 +132,23 @@ def _fresh(work: Path) -> None:
     (work / "state").mkdir(parents=True, exist_ok=True)
 
 
+#: import names of the [train] extra, which the demo's training steps run on
+TRAIN_EXTRA = ("sklearn", "skl2onnx", "onnx", "scipy", "pyarrow")
+
+
+def _check_train_extra() -> None:
+    """Refuse before anything starts (not with a child's traceback at step 4)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in TRAIN_EXTRA if find_spec(m) is None]
+    if missing:
+        raise SensormlError(f"the demo trains models: it needs the [train] extra "
+                            f"({', '.join(missing)} not installed): pip install 'sensorml[train]'")
+
+
 def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
              quick: bool = False) -> int:
+    _check_train_extra()
     from firmware_bridge.sim.modbus_device import DEFAULT_MAP
     from sensorml.bundles.bundle import keygen
     from sensorml.config import load_config
