@@ -98,14 +98,18 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, capsys):
     times: dict[str, float] = {}
     t = time.monotonic()
     wheel = build_wheel(tmp_path)
+    times["wheel build"] = time.monotonic() - t
+    t = time.monotonic()
     venv = tmp_path / "venv"
     ok(subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True,
                       text=True, timeout=300, env=child_env(venv)))
+    times["venv"] = time.monotonic() - t
+    t = time.monotonic()
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     pip = ("python", "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt")
     ok(run(venv, *pip, wheel, cwd=outside))
-    times["build + venv + gateway install"] = time.monotonic() - t
+    times["gateway install"] = time.monotonic() - t
 
     # ---- phase 1: the gateway only
     t = time.monotonic()
