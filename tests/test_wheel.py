@@ -155,6 +155,7 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, capsys):
     assert "cloud (device demo-pump)" in html  # v2 was trained from what the sync uploaded
     assert (outside / "demo" / "sim_pump.toml").is_file()  # the map it gave the gateway
     times["demo --quick"] = time.monotonic() - t
+    shutil.rmtree(venv)  # ~600 MB; pytest keeps the last three runs' tmp folders
 
     with capsys.disabled():
         print(f"\n[wheel] {wheel.name} {wheel.stat().st_size / 1e3:.0f} kB; gateway-only "
