@@ -93,7 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also serve the registers as Modbus RTU on a new pty; prints its path "
                    "(needs the TCP server, started on 127.0.0.1:0 if --modbus-tcp is not given)")
     g.add_argument("--rtu-baud", type=int, default=19200, help="baud rate of the RTU pty (default 19200)")
-    g.add_argument("--map", default=None, help="register map TOML (default data/maps/sim_pump.toml)")
+    g.add_argument("--map", default=None,
+                   help="register map TOML (default: the simulated pump's own; "
+                        "`sensorml examples DIR` writes a copy to DIR/maps/sim_pump.toml)")
     g.add_argument("--update-hz", type=float, default=10.0, help="register refresh rate (default 10)")
     g.add_argument("--speedup", type=float, default=1.0, help="run N times faster than real time (default 1)")
     g.add_argument("--duration", help="exit after this much machine time (default: run until quit)")
@@ -220,14 +222,14 @@ class Simulator:
         if a.modbus_rtu and not a.modbus_tcp:
             a.modbus_tcp = "127.0.0.1:0"
         if a.modbus_tcp:
-            from firmware_bridge.sim.modbus_device import DEFAULT_MAP, ModbusDevice
+            from firmware_bridge.sim.modbus_device import ModbusDevice
 
             host, _, port = a.modbus_tcp.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"--modbus-tcp: {a.modbus_tcp!r} is not HOST:PORT (e.g. 127.0.0.1:0)")
             self.modbus = ModbusDevice(
                 self._modbus_values, self._coil, lambda: self.machine.stopped,
-                host=host, port=int(port), map_path=a.map or DEFAULT_MAP, update_hz=a.update_hz,
+                host=host, port=int(port), map_path=a.map, update_hz=a.update_hz,
             )
             rtu = self.modbus.start_rtu(a.rtu_baud) if a.modbus_rtu else None
             self.modbus.start()

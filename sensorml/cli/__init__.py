@@ -56,6 +56,9 @@ COMMANDS: tuple[Command, ...] = (
             "Score a table or a gateway buffer offline as the gateway would."),
     Command("simulate", "firmware_bridge.sim.cli:add_arguments",
             "Run a simulated machine on a pty and/or a Modbus TCP port."),
+    Command("examples", OPS + "add_examples",
+            "Write the example gateway configs and register maps into DIR/configs and "
+            "DIR/maps (they run as written against `sensorml simulate`)."),
     Command("demo", OPS + "add_demo", "The whole loop on this machine: simulator, learn, "
                                       "train, sign, gateway, fault, trip, report."),
 )

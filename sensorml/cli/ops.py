@@ -209,3 +209,17 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from sensorml.demo.run import run_demo
 
     return run_demo(Path(a.workdir), fault=a.fault, learn_s=a.learn_s, quick=a.quick)
+
+
+def add_examples(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="folder to write into (e.g. build/try)")
+    p.add_argument("--force", action="store_true", help="overwrite example files you edited")
+    p.set_defaults(fn=cmd_examples)
+
+
+def cmd_examples(a: argparse.Namespace) -> int:
+    from sensorml.examples import write_examples
+
+    for path in write_examples(Path(a.dir), force=a.force):
+        print(path)
+    return 0

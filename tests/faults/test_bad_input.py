@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,10 +224,11 @@ def test_gateway_config_files_of_garbage(tmp_path):
     and the byte."""
     from sensorml.config import load_config
     from sensorml.errors import ConfigError
+    from sensorml.examples import example_files
 
     rng = np.random.default_rng(SEED)
     p = tmp_path / "gateway.toml"
-    base = (Path(__file__).resolve().parents[2] / "data/configs/serial_vibration.toml").read_bytes()
+    base = example_files()["configs/serial_vibration.toml"].read_bytes()
     for i in range(200):
         if i % 2:
             data = rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()

@@ -28,6 +28,7 @@ from firmware_bridge.modbus.codec import decode_point
 from firmware_bridge.modbus.regmap import load_map
 from firmware_bridge.sim import cli
 from firmware_bridge.sim.faults import FAULT_BITS, FAULTS
+from firmware_bridge.sim.modbus_device import DEFAULT_MAP
 from firmware_bridge.sim.replay import read_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -204,7 +205,7 @@ def test_csv_format_header_acks_and_replay_serves_the_recording(sims):
 
 
 def registers(client: ModbusTcpClient, table: str = "input") -> dict[str, float]:
-    pts = [p for p in load_map(REPO / "data" / "maps" / "sim_pump.toml").points if p.table != "coil"]
+    pts = [p for p in load_map(DEFAULT_MAP).points if p.table != "coil"]
     read = client.read_input_registers if table == "input" else client.read_holding_registers
     rr = read(0, count=16, device_id=1)
     assert not rr.isError(), rr
@@ -252,7 +253,7 @@ def test_modbus_registers_follow_the_machine_and_the_stop_coil_trips_it(sims):
 
 def test_gateway_modbus_source_and_coil_actuator_drive_the_simulated_pump(sims):
     """The gateway's own parts against the simulator: ModbusSource polls the pump through
-    data/maps/sim_pump.toml; the modbus-coil actuator trips and resets it."""
+    the simulator's own map; the modbus-coil actuator trips and resets it."""
     from firmware_bridge.actuators import open_actuator
     from firmware_bridge.actuators.spec import ActuatorSpec
     from firmware_bridge.sources import open_source
@@ -261,7 +262,7 @@ def test_gateway_modbus_source_and_coil_actuator_drive_the_simulated_pump(sims):
     url = "modbus-tcp://127.0.0.1:" + said(sim, "modbus-tcp:").rsplit(":", 1)[1]
     said(sim, "ready")
     blocks: queue.Queue = queue.Queue()
-    src = open_source(f"{url}?map={REPO / 'data' / 'maps' / 'sim_pump.toml'}&rate=20", blocks.put)
+    src = open_source(f"{url}?map={DEFAULT_MAP}&rate=20", blocks.put)
     act = open_actuator(ActuatorSpec(kind="modbus-coil", url=url, address=0))
     src.start()
 
@@ -297,7 +298,7 @@ def test_modbus_rtu_on_a_pty_serves_the_same_registers(sims):
         def speed():
             rr = client.read_input_registers(6, count=2, device_id=1)
             assert not rr.isError(), rr
-            pt = load_map(REPO / "data" / "maps" / "sim_pump.toml").point("speed_rpm")
+            pt = load_map(DEFAULT_MAP).point("speed_rpm")
             return decode_point(pt, rr.registers)
 
         assert poll(lambda: speed() > 2900, "full speed")
