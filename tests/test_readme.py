@@ -4,8 +4,10 @@ block is run too, or listed in :data:`NOT_RUN` with the reason.
 
 How the hand block is read (so the test follows the block when it changes):
 
-- ``. .venv/bin/activate``: the venv's bin directory (the one running this test) goes first
-  on PATH;
+- the block runs with ``sensorml`` on PATH, as the sentence above it says (after
+  ``pip install sensorml`` or ``. .venv/bin/activate`` in a checkout): the venv's bin
+  directory (the one running this test) goes first on PATH; an activate line in the block
+  does the same;
 - a line commented ``# leave it running`` runs in the background (the simulator: until it
   says ``ready``);
 - the ``sensorml gateway`` line runs in the background until it is running and its status
@@ -98,6 +100,7 @@ class Session:
         self.gateway: Proc | None = None
         self.tripped = False
         self.ran: list[tuple[str, subprocess.CompletedProcess]] = []
+        self.activate()
 
     def activate(self) -> None:
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
