@@ -23,11 +23,11 @@ from sensorml.sync.batch import (
 def buf(tmp_path):
     rng = np.random.default_rng(1)
     with Buffer(tmp_path / "b.db", device="gw1") as b:
-        ev = b.event_row("alarm", {"score": 3.5, "model_version": "7", "x": float("nan")}, 1.0e9)
+        ev = b.event_row("alarm", {"score": 3.5, "model_version": "7", "x": float("nan")}, 1.764e9)
         feats = [rng.normal(size=45).astype("<f4").tobytes() if i % 3 else None for i in range(30)]
-        scores = [(1.0e9 + i * 0.02, i, float(i), i % 4, "7", feats[i]) for i in range(30)]
+        scores = [(1.764e9 + i * 0.02, i, float(i), i % 4, "7", feats[i]) for i in range(30)]
         raw = [rng.normal(size=(1024, 3)).astype("<f4"), rng.normal(size=(512, 2)).astype("<f8")]
-        raws = [(1.0e9 + i, "around_alarm" if i == 0 else "sample", 2 if i == 0 else 3,
+        raws = [(1.764e9 + i, "around_alarm" if i == 0 else "sample", 2 if i == 0 else 3,
                  json.dumps(["ax", "ay", "az"][:a.shape[1]]), 25600.0, a.dtype.str,
                  json.dumps(list(a.shape)), a.tobytes()) for i, a in enumerate(raw)]
         b.write(events=[ev], scores=scores, raws=raws)
@@ -62,7 +62,7 @@ def test_same_rows_same_bytes_and_name(buf):
     d1, h1 = encode_batch("gw1", "scores", b.unsynced("scores"))
     d2, h2 = encode_batch("gw1", "scores", b.unsynced("scores"))
     assert d1 == d2 and batch_name(h1) == batch_name(h2) == \
-        "ingest/gw1/2001/09/09/scores-000000000001-000000000030.smlb.gz"
+        "ingest/gw1/2025/11/24/scores-000000000001-000000000030.smlb.gz"
     assert batch_name(encode_batch("gw1", "labels", b.unsynced("labels"))[1]).startswith("labels/gw1/")
     assert read_header(d1)["payload_sha256"] == h1["payload_sha256"]
 

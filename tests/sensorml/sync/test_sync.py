@@ -108,8 +108,8 @@ class Flaky(Store):
         self._maybe()
         return self.inner.exists(name)
 
-    def get(self, name):
-        return self.inner.get(name)
+    def get(self, name, **kw):
+        return self.inner.get(name, **kw)
 
     def list(self, prefix=""):
         return self.inner.list(prefix)
@@ -288,12 +288,30 @@ def test_bytes_per_second_cap_paces_the_puts(tmp_path):
     stop = RecordingStop(10_000)
     now = [0.0]
     job = SyncJob(db, FileStore(tmp_path / "cloud", fsync=False), "gw1", batch_rows=200,
-                  max_bytes_per_s=50_000, stop=stop, clock=lambda: now[0])
+                  max_bytes_per_s=50_000, stop=stop, monotonic=lambda: now[0])
     rep = job.run_once()
     assert rep["batches"] == 10
     # with a frozen clock, the run waits until the time the bytes sent so far need at 50 kB/s
     assert stop.waits == sorted(stop.waits) and len(stop.waits) == 10
     assert stop.waits[-1] == pytest.approx(rep["bytes"] / 50_000, rel=0.01)
+
+
+def test_a_wall_clock_step_back_of_an_hour_does_not_stall_paced_sync(tmp_path):
+    """NTP steps the wall clock back an hour after the first batch: before, each paced batch
+    then waited that hour (the pace was measured on time.time()); the pace is monotonic."""
+    db = tmp_path / "buffer.db"
+    fill(db, scores=2000)
+    stop = RecordingStop(10_000)
+    wall = iter([T0] + [T0 - 3600.0] * 1000)  # one reading before the step, then an hour back
+    mono = [100.0]
+    job = SyncJob(db, FileStore(tmp_path / "cloud", fsync=False), "gw1", batch_rows=200,
+                  max_bytes_per_s=50_000, stop=stop, clock=lambda: next(wall),
+                  monotonic=lambda: mono[0])
+    rep = job.run_once()
+    assert rep["batches"] == 10 and not any(backlog(db).values())
+    print(f"longest pace wait after the step: {max(stop.waits):.2f} s "
+          f"(the bytes at 50 kB/s need {rep['bytes'] / 50_000:.2f} s)")
+    assert max(stop.waits) == pytest.approx(rep["bytes"] / 50_000, rel=0.01)
 
 
 def test_sigterm_ends_the_loop_cleanly(tmp_path):
