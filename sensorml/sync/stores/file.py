@@ -67,7 +67,8 @@ class FileStore(Store):
                     nfd = os.open(part, _DIR, dir_fd=fd)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                        what = "a symbolic link" if e.errno == errno.ELOOP else "not a folder"
+                        link = stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+                        what = "a symbolic link" if link else "not a folder"
                         raise ObjectRefused(f"{self.url}: {name}: {'/'.join(parts[:i + 1])} is "
                                             f"{what}; the store follows no links") from None
                     raise

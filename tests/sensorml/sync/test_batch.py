@@ -10,8 +10,11 @@ import pytest
 
 from sensorml.buffer.db import Buffer
 from sensorml.sync.batch import (
+    CLOCK_FLOOR,
+    MAX_BATCH_BYTES,
     BatchError,
     batch_name,
+    clock_is_set,
     decode_batch,
     encode_batch,
     raw_window,
@@ -78,3 +81,73 @@ def test_corrupt_or_foreign_files_are_refused(buf):
     with pytest.raises(BatchError, match="not a sensorml-batch"):
         decode_batch(gzip.compress(b'{"a": 1}\n'))
 
+
+
+def _rewrite(data: bytes, **header) -> bytes:
+    """The batch with header fields replaced (the payload and its checksum unchanged)."""
+    raw = gzip.decompress(data)
+    nl = raw.index(b"\n")
+    h = {**json.loads(raw[:nl]), **header}
+    return gzip.compress(json.dumps(h).encode() + raw[nl:])
+
+
+def test_a_stream_inflating_past_its_header_is_refused_as_it_inflates(buf):
+    """A bomb stops being inflated one byte past what its header declares (the memory
+    bound itself is measured in tests/faults/test_hostile_store.py)."""
+    data, head = encode_batch("gw1", "scores", buf[0].unsynced("scores"))
+    raw = gzip.decompress(data)
+    nl = raw.index(b"\n")
+    bomb = gzip.compress(raw[:nl + 1] + bytes(10 << 20), compresslevel=1)
+    with pytest.raises(BatchError, match=rf"^x: inflates past the {head['payload_bytes']} payload "
+                                         "bytes its header declares; refused$"):
+        decode_batch(bomb, "x")
+    big = gzip.compress(raw[:nl].replace(f'"payload_bytes":{head["payload_bytes"]}'.encode(),
+                                         f'"payload_bytes":{3 << 30}'.encode()) + b"\n")
+    with pytest.raises(BatchError, match=rf"^x: payload_bytes is {3 << 30}, over the "
+                                         rf"{MAX_BATCH_BYTES}-byte limit; refused$"):
+        decode_batch(big, "x")
+    with pytest.raises(BatchError, match=r"^x: not a sensorml-batch file \(no header line in its "
+                                         r"first 1048576 bytes\)$"):
+        decode_batch(gzip.compress(bytes(3 << 20), compresslevel=1), "x")
+    with pytest.raises(BatchError, match="bytes after the end of the batch's gzip stream"):
+        decode_batch(data + gzip.compress(b"more"), "x")
+
+
+@pytest.mark.parametrize("change, msg", [
+    (lambda cols: cols[0].update(dtype="|O"), r"column 0 \('id'\) is malformed \(dtype '\|O'"),
+    (lambda cols: cols[0].update(dtype="<f8"), r"column 0 \('id'\) is malformed \(dtype '<f8' "
+                                               "is not <i8"),
+    (lambda cols: cols[1].update(shape=[31]), r"column 1 \('t'\) is malformed \(shape \[31\] of "
+                                              "<f8 is not 240 bytes"),
+    (lambda cols: cols[1].update(offset=10**9), r"column 1 \('t'\) is malformed \(bytes "
+                                                "1000000000"),
+    (lambda cols: cols[2].update(kind="pickle"), r"column 2 \('window_seq'\) is malformed"),
+    (lambda cols: cols[-1].update(shape=[30]), r"column \d+ \('features'\) is malformed \(shape "
+                                               r"\[30\] is not a list of 2 size"),
+])
+def test_malformed_columns_are_refused_naming_the_column(buf, change, msg):
+    data, head = encode_batch("gw1", "scores", buf[0].unsynced("scores"))
+    cols = [dict(c) for c in head["columns"]]
+    change(cols)
+    with pytest.raises(BatchError, match=msg):
+        decode_batch(_rewrite(data, columns=cols), "x")
+
+
+def test_a_row_count_the_columns_do_not_have_is_refused(buf):
+    data, _ = encode_batch("gw1", "events", buf[0].unsynced("events"))
+    with pytest.raises(BatchError, match=r"^x: column id has 1 rows, the header 2$"):
+        decode_batch(_rewrite(data, rows=2), "x")
+
+
+def test_rows_recorded_before_the_clock_was_set_go_under_day_0000(buf):
+    """A board without a real-time clock boots in 1970; its first batches are not filed
+    under 1970/01/01 but under a day nobody takes for a real one."""
+    rows = buf[0].unsynced("events")
+    for r in rows:
+        r["t"] = 37.5  # 37 s after boot, before NTP
+    assert batch_name(encode_batch("gw1", "events", rows)[1]) == \
+        "ingest/gw1/0000/00/00/events-000000000001-000000000001.smlb.gz"
+    rows[0]["t"] = CLOCK_FLOOR
+    assert batch_name(encode_batch("gw1", "events", rows)[1]) == \
+        "ingest/gw1/2024/01/01/events-000000000001-000000000001.smlb.gz"
+    assert not clock_is_set(CLOCK_FLOOR - 1) and clock_is_set(CLOCK_FLOOR)

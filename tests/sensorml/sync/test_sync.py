@@ -327,3 +327,23 @@ def test_sigterm_ends_the_loop_cleanly(tmp_path):
     p.terminate()
     assert p.wait(timeout=10) == 0
     assert not any(backlog(db).values())
+
+
+def test_a_clock_not_set_is_in_the_heartbeat_and_names_no_false_day(tmp_path):
+    """A Pi without a real-time clock: rows recorded 40 s after boot in '1970'. The batches
+    go under day 0000/00/00, the heartbeat says the clock is not set; once NTP has set it,
+    new rows go under their day and the heartbeat says so."""
+    db = tmp_path / "buffer.db"
+    fill(db, events=3, start=40.0)
+    store = FileStore(tmp_path / "cloud", fsync=False)
+    now = [45.0]
+    job = SyncJob(db, store, "gw1", clock=lambda: now[0])
+    job.run_once()
+    assert store.list("ingest/") == ["ingest/gw1/0000/00/00/events-000000000001-000000000003.smlb.gz"]
+    assert json.loads(store.get("status/gw1.json"))["clock"] == \
+        {"set": False, "floor": "2024-01-01T00:00:00Z"}
+    now[0] = T0
+    fill(db, events=1, start=T0)
+    job.run_once()
+    assert store.list("ingest/")[-1] == "ingest/gw1/2025/11/24/events-000000000004-000000000004.smlb.gz"
+    assert json.loads(store.get("status/gw1.json"))["clock"]["set"] is True
