@@ -65,7 +65,7 @@ class Gateway(ShadowDeploy):
         self.model_error: str | None = None
         self._bundle_mtime: tuple = ()
         self.control = None
-        self.started = time.time()
+        self.started, self._started_mono = time.time(), time.monotonic()  # stamp; uptime
         # redeployment: staged bundles, a candidate in shadow (sensorml.bundles.staging/shadow)
         self.store = BundleStore(cfg.state_dir / "bundles")
         self.shadow = None  # sensorml.gateway.shadow.ShadowRunner
@@ -244,7 +244,7 @@ class Gateway(ShadowDeploy):
         m = self.model
         return {
             "device_id": self.cfg.device_id, "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "tripped": self.latch.tripped, "trip_reason": self.latch.reason,
             "model": {"name": m.name, "version": m.version} if m else None,
             "model_error": self.model_error,
