@@ -190,3 +190,26 @@ def test_a_gzip_bomb_in_a_gateways_prefix_is_refused_while_inflating(tmp_path, f
     assert "scores-000000000901-000000000901.smlb.gz: inflates past the 1000 payload bytes its " \
            "header declares; refused" in err, err
     assert "scores-000000000902-000000000902.smlb.gz: not a sensorml-batch file" in err, err
+
+
+def test_a_model_over_256_mib_is_refused_before_its_download(tmp_path, keys, fault_report):
+    """A signed desired file names version 2, whose model.onnx in the store is 300 MiB (the
+    bundle limit is 256 MiB): refused by its size, before a byte of it is read."""
+    from sensorml.bundles.bundle import MAX_MODEL_BYTES
+    from sensorml.bundles.desired import make_desired
+
+    cloud = tmp_path / "cloud"
+    data, sig = make_desired("device", DEV, "pump", "2", key=keys[0])
+    (cloud / "desired").mkdir(parents=True)
+    (cloud / "desired" / f"{DEV}.json").write_bytes(data)
+    (cloud / "desired" / f"{DEV}.json.sig").write_bytes(sig)
+    (cloud / "models" / "pump" / "2").mkdir(parents=True)
+    (cloud / "models" / "pump" / "2" / "manifest.json").write_text("{}")
+    sparse(cloud / "models" / "pump" / "2" / "model.onnx", 300 << 20)
+    dep, rss = sync_once(gateway(tmp_path, keys[1], cloud.as_uri()), tmp_path)
+    print(f"peak RSS of sensorml sync refusing a 300 MiB model: {rss / 2**20:.0f} MiB")
+    fault_report.add("store_model_300mib", peak_rss_mib=round(rss / 2**20, 1))
+    assert rss < (300 << 20) / 4
+    assert dep["action"] == "refused", dep
+    assert dep["message"] == (f"{cloud.as_uri()}: models/pump/2/model.onnx is {300 << 20} bytes, "
+                              f"over its {MAX_MODEL_BYTES}-byte limit; not read")
