@@ -18,6 +18,7 @@ from typing import Any
 
 from sensorml.confcheck import Table
 from sensorml.errors import ConfigError
+from sensorml.ids import check_device_id
 
 FAILSAFE = ("trip", "alarm")
 SCHEMES = ("serial", "modbus-tcp", "modbus-rtu", "sim")
@@ -227,9 +228,7 @@ def _failsafe(t: Table, name: str, default: str) -> str:
 
 def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> GatewayConfig:
     root = Table(data, "", base_dir)
-    device_id = root.str("device_id")
-    if not device_id or "/" in device_id:
-        raise ConfigError(f"device_id: {device_id!r} must be a non-empty name without '/'")
+    device_id = check_device_id(root.str("device_id"), "device_id")
     state_dir = root.path_("state_dir", "state")
 
     source = _source(root.table("source", required=True))
@@ -354,8 +353,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         allow_downgrade=dpt.bool("allow_downgrade", True),
     )
     dpt.done()
-    if not deploy.fleet or "/" in deploy.fleet:
-        raise ConfigError(f"deploy.fleet: {deploy.fleet!r} must be a non-empty name without '/'")
+    check_device_id(deploy.fleet, "deploy.fleet", what="fleet name")
     root.done()
 
     all_channels = set(source.channels)

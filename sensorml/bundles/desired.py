@@ -11,6 +11,7 @@ The cloud store holds ``desired/<device-or-fleet>.json`` with a detached signatu
      "allow_downgrade": false,
      "issued_at": "2026-11-26T16:00:00Z", "not_before": "2026-11-26T16:00:00Z"}
 
+``target`` and the keys of ``devices`` follow the device-id rule (:mod:`sensorml.ids`).
 A device file (``scope = "device"``, ``target`` = the device id) overrides the fleet file
 as a whole. Within a fleet file: the device's entry in ``devices`` wins, then the canary
 (chosen by a hash of the device id, so the same devices are canaries on every run and a
@@ -41,12 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from sensorml.errors import SensormlError
+from sensorml.ids import check_device_id
 
-__all__ = ["DesiredError", "DesiredState", "Target", "resolve", "canary_bucket",
-           "parse_time", "make_desired", "verify_desired", "version_key"]
+__all__ = ["DesiredError", "DesiredState", "MAX_DESIRED_BYTES", "Target", "resolve",
+           "canary_bucket", "parse_time", "make_desired", "verify_desired", "version_key"]
 
 SCHEMA = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: the most a desired-state file (or its signature) may weigh: checked before it is read
+MAX_DESIRED_BYTES = 64 << 10
 
 
 class DesiredError(SensormlError):
@@ -127,8 +131,10 @@ class DesiredState:
         allow = d.get("allow_downgrade", False)
         if not isinstance(allow, bool):
             raise DesiredError(f"{where}: allow_downgrade must be true or false, got {allow!r}")
+        what = "device id" if d["scope"] == "device" else "fleet name"
         return cls(
-            scope=d["scope"], target=_check_name(d["target"], f"{where}: target"),
+            scope=d["scope"], target=check_device_id(d["target"], f"{where}: target",
+                                                     DesiredError, what),
             model=_check_name(d["model"], f"{where}: model"),
             version=_check_name(d["version"], f"{where}: version"),
             issued_at=parse_time(d["issued_at"], f"{where}: issued_at"),
@@ -136,8 +142,8 @@ class DesiredState:
             if d.get("not_before") else 0.0,
             allow_downgrade=allow, canary_share=float(share),
             canary_version=_check_name(cver, f"{where}: canary.version") if cver is not None else None,
-            devices={_check_name(k, f"{where}: devices"): _check_name(v, f"{where}: devices.{k}")
-                     for k, v in devices.items()},
+            devices={check_device_id(k, f"{where}: devices", DesiredError):
+                     _check_name(v, f"{where}: devices.{k}") for k, v in devices.items()},
             where=where,
         )
 

@@ -65,7 +65,7 @@ class Gateway:
         self.actuators = []
         self.fast: FastPath | None = None
         self.control = None
-        self.started = time.time()
+        self.started, self._started_mono = time.time(), time.monotonic()  # stamp; uptime
         self.slot = ModelSlot(cfg.model, cfg.decision, cfg.deploy, self.spec,
                               BundleStore(cfg.state_dir / "bundles"),
                               record_event=self._record_event,
@@ -192,7 +192,7 @@ class Gateway:
         slot = self.slot.status()
         return {
             "device_id": self.cfg.device_id, "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "tripped": self.latch.tripped, "trip_reason": self.latch.reason,
             "model": slot["model"], "model_error": slot["model_error"],
             "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None

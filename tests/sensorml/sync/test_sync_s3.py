@@ -14,7 +14,7 @@ from support.faultproxy import FaultProxy
 from sensorml.buffer.db import Buffer
 from sensorml.sync.batch import decode_batch
 from sensorml.sync.job import SyncFailed, SyncJob
-from sensorml.sync.stores import CloudError, NotFound, open_store
+from sensorml.sync.stores import CloudError, NotFound, ObjectRefused, open_store
 
 pytest.importorskip("minio")
 moto_server = pytest.importorskip("moto.server")
@@ -69,6 +69,19 @@ def test_s3_store_interface(endpoint, monkeypatch):
     s.delete("status/gw1.json")
     with pytest.raises(NotFound):
         s.get("status/gw1.json")
+
+
+def test_s3_get_checks_the_size_by_head_before_the_body(endpoint, monkeypatch):
+    """The cap is checked on the HEAD's Content-Length; ``tests/faults/test_hostile_store.py``
+    shows the body of a 160 MiB object is then never read (peak RSS of the sync job)."""
+    s = s3store(endpoint, "capped", monkeypatch)
+    s.put("desired/gw1.json", b"x" * 70_000)
+    assert s.get("desired/gw1.json", max_bytes=70_000) == b"x" * 70_000
+    with pytest.raises(ObjectRefused, match=r"^s3://capped/fleet-a: desired/gw1.json is 70000 "
+                                            r"bytes, over its 65536-byte limit; not read$"):
+        s.get("desired/gw1.json", max_bytes=64 << 10)
+    with pytest.raises(NotFound):
+        s.get("desired/gw2.json", max_bytes=64 << 10)
 
 
 def test_wrong_keys_and_missing_bucket_say_so(endpoint, monkeypatch):
