@@ -362,7 +362,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
             break  # slow sources' channels are known only once their maps are read
         if lim.channel not in all_channels:
             raise ConfigError(
-                f"limits[{lim_i}].channel: {lim.channel!r} is not a channel of the sources "
+                f"limits[{lim_i}].channel: {lim.channel!r} is not one of source.channels "
                 f"({', '.join(sorted(all_channels))})"
             )
     cfg = GatewayConfig(

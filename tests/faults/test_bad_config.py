@@ -110,7 +110,9 @@ class Mutation:
             return isinstance(new, int | float) and math.isfinite(new)
         if isinstance(old, str) and DURATION.match(old):  # seconds stand for a duration
             return isinstance(new, int | float) and math.isfinite(new) and new >= 0
-        return type(new) is type(old) and not (isinstance(new, list) and new != old)
+        if isinstance(old, list) and isinstance(new, list):  # a list of the same kind of thing
+            return {type(x) for x in new} <= {type(x) for x in old}
+        return False
 
 
 def mutate(base: dict, rng: random.Random) -> tuple[dict, Mutation]:
@@ -149,8 +151,8 @@ def refusal_problem(msg: str, m: Mutation, prefix: str = "") -> str | None:
         return "does not start with a key path"
     key, table, leaf = key_path(m.path), key_path(m.path[:-1]), str(m.path[-1])
     said = named.group()
-    if said == key:
-        return None
+    if said == key or said.startswith((key + "[", key + ".")) or key in rest:
+        return None  # the key, one of its items, or another key said to clash with it
     if table in (said, re.sub(r"(\.[^.\[]+|\[\d+\])$", "", said)) and (
             key in rest or f"'{leaf}'" in rest):
         return None  # a rule between keys of one table, naming the mutated one
