@@ -61,8 +61,8 @@ n = 5
 port = 0
 ''')
     gw = Gateway(load_config(cfg))
-    if not gw.load_model(initial=True):
-        raise SystemExit(f"throughput: model refused: {gw.model_error}")
+    if not gw.slot.load():
+        raise SystemExit(f"throughput: model refused: {gw.slot.error}")
     gw.fast = gw._build_fastpath()
     gw.recorder.start()
     return gw
@@ -126,7 +126,7 @@ def pipeline(gw: Gateway, wire: list[bytes], seconds: float) -> tuple[float, flo
 
 def stages(gw: Gateway, data: np.ndarray, reps: int = 2000) -> dict[str, float]:
     """µs per window of each stage, on the gateway's own objects."""
-    fast, model = gw.fast, gw.model
+    fast, model = gw.fast, gw.slot.live
     w = np.ascontiguousarray(data[:1024])
     out = {}
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sensorml.edge.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
+from sensorml.edge.decider import Decider, Thresholds
+from sensorml.edge.limits import HardLimit, LimitChecker
+from sensorml.edge.watchdog import TripLatch, Watchdog
 
 RUNS = 5
 

@@ -18,10 +18,10 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from sensorml.bundles.bundle import example_manifest, load_bundle, write_bundle
+from sensorml.bundles.bundle import load_bundle, write_bundle
 from sensorml.edge.scorer import Scorer, session_options
 from training.onnx import reference_scores
-from training.onnx.common import onnx_scores, parity
+from training.onnx.common import INPUT_NAME, onnx_scores, parity
 from training.onnx.iforest import iforest_to_onnx, skl2onnx_iforest
 from training.onnx.pca import pca_to_onnx
 
@@ -55,7 +55,13 @@ def _paced(fn, rows: np.ndarray, gap_s: float = 0.02, calls: int = 100) -> tuple
 
 
 def _bundle(tmp: Path, name: str, model_bytes: bytes, out: str = "score") -> Scorer:
-    p = write_bundle(tmp / name, example_manifest(F, output_name=out), model_bytes, None)
+    names = [f"f{i}" for i in range(F)]
+    manifest = {"name": name, "version": "1", "feature_spec": {"names": names},
+                "feature_names": names, "input_name": INPUT_NAME, "output_name": out,
+                "thresholds": {"warn": 0.1, "alarm": 0.2, "trip": 0.3},
+                "threshold_method": "none (benchmark)", "fingerprint": {}, "metrics": {},
+                "model_family": name, "n_features": F, "training": {"rows": ROWS}}
+    p = write_bundle(tmp / name, manifest, model_bytes, None)
     t = time.perf_counter()
     b = load_bundle(p, trusted_keys=[], allow_unsigned=True)
     s = Scorer(b)

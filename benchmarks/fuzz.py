@@ -16,7 +16,7 @@ reports with the input that caused it:
 - ``config``: the input as ``gateway.toml``: it loads, or raises ``ConfigError`` with one
   line that names the file.
 
-Seeds: valid frames and lines, ``data/maps/*.toml`` and ``data/configs/*.toml``. Each
+Seeds: valid frames and lines, the example maps and configs (``sensorml examples``). Each
 target runs in its own process (libFuzzer exits when done); the driver prints runs,
 executions/s, coverage and crashes per target.
 """
@@ -92,11 +92,13 @@ def _loader_target(kind: str):  # noqa: ANN202
         else:
             from sensorml.config import load_config as load
             from sensorml.errors import ConfigError
+    from sensorml.bundles.bundle import keygen
+    from sensorml.examples import write_examples
+
     d = Path(tempfile.mkdtemp(prefix=f"fuzz_{kind}_"))
-    (d / "maps").mkdir()
-    for m in (ROOT / "data" / "maps").glob("*.toml"):  # configs refer to them by path
-        (d / "maps" / m.name).write_bytes(m.read_bytes())
-    path = d / ("map.toml" if kind == "regmap" else "gateway.toml")
+    write_examples(d)  # configs/ name ../maps/ and ../keys/ by relative path
+    keygen(d / "keys")
+    path = d / ("maps/map.toml" if kind == "regmap" else "configs/gateway.toml")
 
     def one(data: bytes) -> None:
         path.write_bytes(data)
@@ -134,8 +136,10 @@ def _seeds(name: str) -> list[bytes]:
         return [encode_frame(1, 0, x), encode_frame(2, 16, x) + encode_frame(3, 32, x), b"\x00"]
     if name == "csv":
         return [b"0.1,0.2,0.3\n1,2,3\n", b"# hello\n-1e3,nan,4\n", b"1,2\n"]
-    folder = "maps" if name == "regmap" else "configs"
-    return [p.read_bytes() for p in sorted((ROOT / "data" / folder).glob("*.toml"))]
+    from sensorml.examples import example_files
+
+    folder = "maps/" if name == "regmap" else "configs/"
+    return [f.read_bytes() for rel, f in example_files().items() if rel.startswith(folder)]
 
 
 # ------------------------------------------------------------------ driver

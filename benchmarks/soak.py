@@ -5,8 +5,8 @@ module, so ``make bench`` does not run it; ``tests/faults/test_soak_short.py`` r
 20-second version in the suite.
 
 What runs: ``sensorml simulate --serial`` at 3 x 25.6 kHz (binary frames on a pty) and
-``sensorml gateway`` reading it with a small signed bundle (a z-score model built here,
-no scikit-learn), tripping the simulator over the serial line. If ``sensorml sync``
+``sensorml gateway`` reading it with a small signed bundle
+(:func:`training.simdata.zscore_bundle`, no scikit-learn), tripping the simulator over the serial line. If ``sensorml sync``
 exists (issue 5), it runs every minute against a local folder store. Every
 ``--fault-every`` the runner injects a fault through the simulator's stdin, waits for the
 trip, clears the fault and resets through ``sensorml reset``.
@@ -35,60 +35,11 @@ from urllib.request import urlopen
 
 import numpy as np
 
+from training.simdata import zscore_bundle
+
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 25600
-SPEC = dict(channels=["ax", "ay", "az"], sample_rate=RATE, window=1024, hop=512)
 FAULTS = ("outer_race", "imbalance", "inner_race", "looseness")
-
-
-# --------------------------------------------------------------------- the model
-def make_bundle(out: Path, key: Path | None, *, rate: int = RATE, window: int = 1024,
-                hop: int = 512, seconds: float = 6.0, seed: int = 3, version: str = "1",
-                name: str = "pump") -> Path:
-    """A small signed bundle: mean squared z-score of the edge's own features over a
-    healthy simulated run, as a 5-node ONNX graph (no training stack needed).
-
-    Thresholds are set from the healthy scores: warn at 3x their 99.9th percentile,
-    alarm 4x, trip 6x; a developed bearing fault scores far above that.
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    from firmware_bridge.sim.machine import Machine
-    from sensorml.bundles.bundle import write_bundle
-    from sensorml.edge.features import FeatureExtractor, FeatureSpec
-
-    spec = FeatureSpec.from_dict(dict(SPEC, sample_rate=rate, window=window, hop=hop))
-    x = Machine("pump", rate=rate, seed=seed).generate(int(seconds * rate))
-    ext = FeatureExtractor(spec)
-    X = np.vstack([ext(x[i:i + window]) for i in range(0, len(x) - window + 1, hop)])
-    mu = X.mean(axis=0).astype(np.float32)
-    sd = np.maximum(X.std(axis=0), 1e-6 * np.maximum(np.abs(mu), 1.0)).astype(np.float32)
-    n = X.shape[1]
-    g = helper.make_graph(
-        [helper.make_node("Sub", ["x", "mu"], ["d"]), helper.make_node("Div", ["d", "sd"], ["z"]),
-         helper.make_node("Mul", ["z", "z"], ["z2"]),
-         helper.make_node("ReduceMean", ["z2"], ["score"], axes=[1], keepdims=1)],
-        "zscore", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1])],
-        [helper.make_tensor("mu", TensorProto.FLOAT, [n], mu.tolist()),
-         helper.make_tensor("sd", TensorProto.FLOAT, [n], sd.tolist())])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    healthy = (((X - mu) / sd) ** 2).mean(axis=1)
-    top = float(np.quantile(healthy, 0.999))
-    names = list(spec.names())
-    manifest = {
-        "name": name, "version": version, "feature_spec": spec.to_dict(),
-        "feature_names": names, "input_name": "x", "output_name": "score",
-        "thresholds": {"warn": 3 * top, "alarm": 4 * top, "trip": 6 * top},
-        "threshold_method": "multiples of the healthy 99.9th percentile (soak/fault model)",
-        "fingerprint": {}, "metrics": {}, "model_family": "zscore", "n_features": n,
-        "training": {"rows": int(len(X)), "fitted_at": "1970-01-01T00:00:00Z",
-                     "data_sha256": ""},
-    }
-    return write_bundle(out, manifest, model.SerializeToString(), key)
 
 
 # --------------------------------------------------------------------- the run
@@ -152,12 +103,12 @@ def run(duration_s: float, fault_every_s: float, work: Path, *, rss_every_s: flo
     import psutil
 
     from sensorml.bundles.bundle import keygen
-    from sensorml.demo.run import Proc
+    from sensorml.demo.procs import Proc
 
     work.mkdir(parents=True, exist_ok=True)
     keys = keygen(work / "keys") if not (work / "keys" / "signing.pub").exists() else (
         work / "keys" / "signing.key", work / "keys" / "signing.pub")
-    bundle = make_bundle(work / "bundle", keys[0])
+    bundle = zscore_bundle(work / "bundle", keys[0])
     sync = has_sync()
     env_note = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     del env_note
@@ -307,7 +258,7 @@ def power_cuts(rounds: int, work: Path, *, seed: int = 1, log=print) -> dict:
     import sqlite3
 
     from sensorml.bundles.bundle import keygen
-    from sensorml.demo.run import Proc
+    from sensorml.demo.procs import Proc
     from sensorml.sync.batch import decode_batch
 
     rng = random.Random(seed)
@@ -315,7 +266,7 @@ def power_cuts(rounds: int, work: Path, *, seed: int = 1, log=print) -> dict:
     kdir = work / "pc-keys"
     keys = keygen(kdir) if not (kdir / "signing.pub").exists() else (
         kdir / "signing.key", kdir / "signing.pub")
-    bundle = make_bundle(work / "pc-bundle", keys[0])
+    bundle = zscore_bundle(work / "pc-bundle", keys[0])
     sync = has_sync()
     state, lake = work / "pc-state", work / "pc-lake"
     db = state / "buffer.db"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import parse_qsl
 
 from firmware_bridge.errors import ConfigError
@@ -34,18 +35,35 @@ def parse_duration(text: str | float | int, key: str = "duration") -> float:
 
     >>> parse_duration("250ms"), parse_duration("2m"), parse_duration(3)
     (0.25, 120.0, 3.0)
+
+    ``true``, ``inf`` and ``nan`` are not durations (a watchdog timeout of ``inf`` would
+    never fire):
+
+    >>> parse_duration(float("inf"), "watchdog.timeout")
+    Traceback (most recent call last):
+    ...
+    firmware_bridge.errors.ConfigError: watchdog.timeout: inf is not a duration (e.g. 30s, 250ms, 2m)
     """
+    if isinstance(text, bool):
+        raise ConfigError(f"{key}: {text!r} is not a duration (e.g. 30s, 250ms, 2m)")
     if isinstance(text, int | float):
-        return float(text)
-    s = str(text).strip().lower()
+        seconds = float(text)
+    else:
+        seconds = _seconds(str(text).strip().lower())
+    if seconds is None or not math.isfinite(seconds):
+        raise ConfigError(f"{key}: {text!r} is not a duration (e.g. 30s, 250ms, 2m)")
+    return seconds
+
+
+def _seconds(s: str) -> float | None:
     units = (("ms", 1e-3), ("us", 1e-6), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
     for suffix, mult in units:
         if s.endswith(suffix):
             try:
                 return float(s[: -len(suffix)]) * mult
             except ValueError:
-                break
+                return None
     try:
         return float(s)
     except ValueError:
-        raise ConfigError(f"{key}: {text!r} is not a duration (e.g. 30s, 250ms, 2m)") from None
+        return None

@@ -18,6 +18,7 @@ from typing import Any
 
 from sensorml.confcheck import Table
 from sensorml.errors import ConfigError
+from sensorml.ids import check_device_id
 
 FAILSAFE = ("trip", "alarm")
 SCHEMES = ("serial", "modbus-tcp", "modbus-rtu", "sim")
@@ -210,7 +211,11 @@ def _source(t: Table) -> SourceConfig:
     options = {}
     if t.has("map"):
         options["map"] = str(t.path_("map"))
-    for k in ("baud", "format", "poll_rate", "timeout"):
+    if t.has("baud"):
+        options["baud"] = t.int("baud", lo=1)
+    if t.has("format"):
+        options["format"] = t.str("format", choices=("csv", "frames"))
+    for k in ("poll_rate", "timeout"):
         if t.has(k):
             options[k] = t.raw(k)
     t.done()
@@ -223,9 +228,7 @@ def _failsafe(t: Table, name: str, default: str) -> str:
 
 def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> GatewayConfig:
     root = Table(data, "", base_dir)
-    device_id = root.str("device_id")
-    if not device_id or "/" in device_id:
-        raise ConfigError(f"device_id: {device_id!r} must be a non-empty name without '/'")
+    device_id = check_device_id(root.str("device_id"), "device_id")
     state_dir = root.path_("state_dir", "state")
 
     source = _source(root.table("source", required=True))
@@ -350,8 +353,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         allow_downgrade=dpt.bool("allow_downgrade", True),
     )
     dpt.done()
-    if not deploy.fleet or "/" in deploy.fleet:
-        raise ConfigError(f"deploy.fleet: {deploy.fleet!r} must be a non-empty name without '/'")
+    check_device_id(deploy.fleet, "deploy.fleet", what="fleet name")
     root.done()
 
     all_channels = set(source.channels)
@@ -360,7 +362,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
             break  # slow sources' channels are known only once their maps are read
         if lim.channel not in all_channels:
             raise ConfigError(
-                f"limits[{lim_i}].channel: {lim.channel!r} is not a channel of the sources "
+                f"limits[{lim_i}].channel: {lim.channel!r} is not one of source.channels "
                 f"({', '.join(sorted(all_channels))})"
             )
     cfg = GatewayConfig(

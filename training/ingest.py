@@ -3,8 +3,12 @@
 ``read_ingest(store)`` walks ``ingest/<device>/...`` and ``labels/<device>/...`` of a
 cloud store (any :func:`sensorml.sync.stores.open_store` URL, or a ``Store``), checks every
 batch's checksum and returns, per table, columns concatenated over all batches and
-devices with a ``device`` column added. Rows are de-duplicated by (device, id): the
-sync job uploads each row once, and a copy that somehow got there twice is dropped.
+devices with a ``device`` column added: the device of the prefix the object was written
+under (what the store authenticated), never what a header claims; a header that
+disagrees is refused. Rows are de-duplicated by (device, id), so no device's object can
+replace another's rows; the sync job uploads each row once, and a copy that somehow got
+there twice is dropped. Rows are ordered by (device, id): the order the gateway recorded
+them in, right even when its wall clock was not (``t`` is kept, but never sorted on).
 
 ``labelled_events(data)`` joins operators' labels to their events (the latest label
 wins). ``to_pandas(data, table)`` gives a DataFrame when pandas is installed.
@@ -20,15 +24,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sensorml.sync.batch import decode_batch, raw_window
-from sensorml.sync.stores import FileStore, Store, open_store
+from sensorml.ids import is_device_id
+from sensorml.sync.batch import MAX_BATCH_BYTES, BatchError, decode_batch, raw_window
+from sensorml.sync.stores import FileStore, ObjectRefused, Store, open_store
 
-__all__ = ["IngestSource", "compact", "labelled_events", "read_ingest", "to_pandas"]
+__all__ = ["IngestSource", "compact", "labelled_events", "read_ingest", "read_object",
+           "to_pandas"]
+
+log = logging.getLogger("training.ingest")
 
 TABLES = ("events", "labels", "scores", "raw_windows")
 
@@ -45,26 +54,62 @@ def _store(store: Store | str | Path) -> Store:
 
 
 def read_ingest(store: Store | str | Path, *, devices: tuple[str, ...] | None = None,
-                tables: tuple[str, ...] = TABLES) -> dict[str, dict[str, Any]]:
+                tables: tuple[str, ...] = TABLES,
+                skipped: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """``{table: {column: array or list}}`` of every synced row (see the module doc).
 
     ``raw_windows`` gets a ``window`` list (one ``dtype[shape]`` array per row) instead
-    of the packed ``data``/``data_offsets``.
+    of the packed ``data``/``data_offsets``. An object that is refused (see
+    :func:`read_object`) is skipped with a one-line warning naming it; the reasons are
+    appended to *skipped* when a list is given.
     """
     st = _store(store)
     parts: dict[str, list[tuple[str, dict]]] = {t: [] for t in tables}
+    refused = 0
     for top in ("ingest/", "labels/"):
         for name in st.list(top):
-            dev = name.split("/")[1]
+            dev = name.split("/")[1] if name.count("/") >= 2 else ""
             if devices and dev not in devices:
                 continue
-            h, cols = decode_batch(st.get(name), name)
+            try:
+                h, cols = read_object(st, name)
+            except (BatchError, ObjectRefused) as e:
+                refused += 1
+                log.warning("ingest: skipped %s", e)
+                if skipped is not None:
+                    skipped.append(str(e))
+                continue
             if h["table"] in parts:
-                if h["table"] == "raw_windows":
-                    cols["window"] = [raw_window(cols, i) for i in range(h["rows"])]
-                    del cols["data"], cols["data_offsets"]
-                parts[h["table"]].append((h["device"], cols))
+                parts[h["table"]].append((dev, cols))
+    if refused:
+        log.warning("ingest: %d object(s) skipped, their rows left out", refused)
     return {t: _concat(p) for t, p in parts.items()}
+
+
+def read_object(st: Store, name: str) -> tuple[dict, dict[str, Any]]:
+    """One synced batch, bound to the device whose prefix holds it.
+
+    The store authenticated the writer by the prefix (each gateway's credentials may
+    write only ``ingest/<device>/`` and ``labels/<device>/``), so the prefix says whose
+    rows these are; a header claiming another device is refused, as is a table outside
+    its place (labels only under ``labels/``), an object over :data:`MAX_BATCH_BYTES`, a
+    symbolic link, a corrupt or inflating-too-far batch (:class:`BatchError`)."""
+    top, dev = name.split("/")[:2] if name.count("/") >= 2 else (name, "")
+    if not is_device_id(dev):
+        raise BatchError(f"{name}: {dev!r} under {top}/ is not a device id; refused")
+    h, cols = decode_batch(st.get(name, max_bytes=MAX_BATCH_BYTES), name)
+    if h.get("device") != dev:
+        raise BatchError(f"{name}: its header claims device {h.get('device')!r} but it was "
+                         f"written under {top}/{dev}/; refused (rows belong to the prefix's device)")
+    if (h["table"] == "labels") != (top == "labels"):
+        raise BatchError(f"{name}: a {h['table']} batch does not belong under {top}/; refused")
+    if h["table"] == "raw_windows":
+        try:
+            cols["window"] = [raw_window(cols, i) for i in range(h["rows"])]
+        except (TypeError, ValueError) as e:
+            raise BatchError(f"{name}: a raw window does not fit its dtype and shape ({e})") from None
+        del cols["data"], cols["data_offsets"]
+    return h, cols
 
 
 def _concat(parts: list[tuple[str, dict]]) -> dict[str, Any]:
@@ -96,11 +141,12 @@ def _concat(parts: list[tuple[str, dict]]) -> dict[str, Any]:
 
 def labelled_events(data: dict[str, dict[str, Any]]) -> list[dict]:
     """Events that have a label: ``{device, id, t, kind, detail, verdict, note, author,
-    label_t}``, the latest label of each event, ordered by device and event id."""
+    label_t}``, the latest label of each event (by label id: the order the operator gave
+    them, whatever the gateway's clock said), ordered by device and event id."""
     ev, lab = data["events"], data["labels"]
     latest: dict[tuple[str, int], int] = {}
     for i, key in enumerate(zip(lab["device"], lab.get("event_id", np.zeros(0)).tolist())):
-        if key not in latest or lab["t"][i] >= lab["t"][latest[key]]:
+        if key not in latest or lab["id"][i] >= lab["id"][latest[key]]:
             latest[key] = i
     out = []
     for i, key in enumerate(zip(ev["device"], ev["id"].tolist())):
@@ -156,10 +202,12 @@ def _arrow_table(table: str, cols: dict[str, Any]):
 
 def compact(store: Store | str | Path, out: str | Path, *,
             devices: tuple[str, ...] | None = None) -> dict[str, int]:
-    """Write the ingest tree as Hive-partitioned Parquet under *out*; rows per table."""
+    """Write the ingest tree as Hive-partitioned Parquet under *out*; rows per table, and
+    how many objects were refused (``skipped objects``, each named in a warning)."""
     import pyarrow.parquet as pq
 
-    data = read_ingest(store, devices=devices)
+    skipped: list[str] = []
+    data = read_ingest(store, devices=devices, skipped=skipped)
     counts = {}
     for table, cols in data.items():
         n = len(cols["id"])
@@ -170,6 +218,7 @@ def compact(store: Store | str | Path, out: str | Path, *,
                             partition_cols=["device", "date"],
                             existing_data_behavior="delete_matching",
                             basename_template=f"{table}-{{i}}.parquet")
+    counts["skipped objects"] = len(skipped)
     return counts
 
 
@@ -229,12 +278,13 @@ class IngestSource:
         from training.data import FaultRange
 
         ev = self.data["events"]
-        resets = sorted(float(ev["t"][i]) for i, k in enumerate(ev["kind"]) if k == "reset")
+        resets = [(d, int(i), float(t)) for d, i, t, k in  # (device, id) order: what happened
+                  zip(ev["device"], ev["id"], ev["t"], ev["kind"]) if k == "reset"]
         out = []
         for e in labelled_events(self.data):
             if e["verdict"] != "true_fault":
                 continue
-            end = next((r for r in resets if r > e["t"]), np.inf)
+            end = next((t for d, i, t in resets if d == e["device"] and i > e["id"]), np.inf)
             out.append(FaultRange(e["t"], end, f"{e['kind']} #{e['id']}"
                                   + (f": {e['note']}" if e["note"] else "")))
         return out

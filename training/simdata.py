@@ -13,7 +13,10 @@ detection benchmark, the notebooks and the tests.
 - :func:`healthy_runs`: several healthy runs with speed and load changes, stacked;
 - :func:`fault_run`: healthy for ``before_s``, then one fault from a known start;
 - :func:`day_segments`: short healthy segments around the set-point changes of a long
-  ``auto`` schedule (a day of operation sampled where it is hardest: the transitions).
+  ``auto`` schedule (a day of operation sampled where it is hardest: the transitions);
+- :func:`zscore_bundle`: a small signed bundle fitted on a healthy run without the
+  training stack (mean squared z-score, a 4-node ONNX graph): the model the soak, the
+  fault suite and the scoring benchmarks share.
 
 >>> run = simulate(0.5, seed=1, faults=[FaultEvent("imbalance", at=0.25)])
 >>> run.X.shape, run.X.dtype, int(run.label.sum()) > 0
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +38,7 @@ from firmware_bridge.sim.schedule import SetPoint, auto_schedule
 from sensorml.edge.features import FeatureExtractor, FeatureSpec
 
 __all__ = ["DEFAULT_SPEC", "SimRun", "default_spec", "operating_schedule", "simulate",
-           "healthy_runs", "fault_run", "day_segments", "stack"]
+           "healthy_runs", "fault_run", "day_segments", "stack", "zscore_bundle"]
 
 #: the gateway's default windows on the simulated pump: 3 axes, 25.6 kHz, 40 ms windows
 DEFAULT_SPEC = {"channels": ["ax", "ay", "az"], "sample_rate": 25600.0, "window": 1024, "hop": 512}
@@ -250,3 +254,48 @@ def day_segments(hours: float = 24.0, *, seed: int = 7, every: int = 8, seconds:
     _, picks = day_plan(hours, seed=seed, every=every, seconds=seconds)
     for i, (start, before, change) in enumerate(picks):
         yield day_segment(i, start, before, change, seconds, spec, seed)
+
+
+def zscore_bundle(out: Path, key: Path | None, *, rate: float = 25600.0, window: int = 1024,
+                  hop: int = 512, seconds: float = 6.0, seed: int = 3, version: str = "1",
+                  name: str = "pump") -> Path:
+    """A small signed bundle: the mean squared z-score of the edge's own features over
+    ``seconds`` of healthy simulated pump, as a 4-node ONNX graph (needs ``onnx``, not
+    scikit-learn). Signed with ``key`` (None: unsigned); returns the bundle's path.
+
+    Thresholds come from the healthy scores: warn at 3x their 99.9th percentile, alarm
+    4x, trip 6x; a developed bearing fault scores far above that.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sensorml.bundles.bundle import write_bundle
+
+    spec = default_spec(sample_rate=rate, window=window, hop=hop)
+    X = simulate(seconds, seed=seed, spec=spec).X
+    mu = X.mean(axis=0).astype(np.float32)
+    sd = np.maximum(X.std(axis=0), 1e-6 * np.maximum(np.abs(mu), 1.0)).astype(np.float32)
+    n = X.shape[1]
+    g = helper.make_graph(
+        [helper.make_node("Sub", ["x", "mu"], ["d"]), helper.make_node("Div", ["d", "sd"], ["z"]),
+         helper.make_node("Mul", ["z", "z"], ["z2"]),
+         helper.make_node("ReduceMean", ["z2"], ["score"], axes=[1], keepdims=1)],
+        "zscore", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor("mu", TensorProto.FLOAT, [n], mu.tolist()),
+         helper.make_tensor("sd", TensorProto.FLOAT, [n], sd.tolist())])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    healthy = (((X - mu) / sd) ** 2).mean(axis=1)
+    top = float(np.quantile(healthy, 0.999))
+    manifest = {
+        "name": name, "version": version, "feature_spec": spec.to_dict(),
+        "feature_names": list(spec.names()), "input_name": "x", "output_name": "score",
+        "thresholds": {"warn": 3 * top, "alarm": 4 * top, "trip": 6 * top},
+        "threshold_method": "multiples of the healthy 99.9th percentile (z-score model)",
+        "fingerprint": {}, "metrics": {}, "model_family": "zscore", "n_features": n,
+        "training": {"rows": int(len(X)), "fitted_at": "1970-01-01T00:00:00Z",
+                     "data_sha256": ""},
+    }
+    return write_bundle(out, manifest, model.SerializeToString(), key)

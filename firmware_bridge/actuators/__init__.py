@@ -29,7 +29,7 @@ from firmware_bridge.actuators.spec import KINDS, ActuatorSpec
 from firmware_bridge.errors import TripError
 
 __all__ = [
-    "KINDS", "ActionResult", "Actuator", "ActuatorSpec", "TripChain", "open_actuator",
+    "KINDS", "ActionResult", "Actuator", "ActuatorSpec", "open_actuator",
     "reset_all", "trip_all",
 ]
 
@@ -111,44 +111,3 @@ def trip_all(actuators: Sequence[Actuator], reason: str = "") -> list[ActionResu
 def reset_all(actuators: Sequence[Actuator]) -> list[ActionResult]:
     """Reset every actuator; same semantics as :func:`trip_all`."""
     return _fire(actuators, "reset", "")
-
-
-class TripChain:
-    """Several actuators that trip together.
-
-    >>> chain = TripChain([])
-    >>> chain.trip("test"), len(chain)
-    ([], 0)
-    """
-
-    def __init__(self, actuators: Sequence[Actuator]) -> None:
-        self.actuators = list(actuators)
-
-    @classmethod
-    def open(cls, specs: Sequence[ActuatorSpec], serial_link: Any = None) -> TripChain:
-        """Open every spec; if one cannot be opened, close those already open and raise."""
-        opened: list[Actuator] = []
-        try:
-            for s in specs:
-                opened.append(open_actuator(s, serial_link if s.kind == "serial-command" else None))
-        except Exception:
-            for a in opened:
-                a.close()
-            raise
-        return cls(opened)
-
-    def __len__(self) -> int:
-        return len(self.actuators)
-
-    def trip(self, reason: str = "") -> list[ActionResult]:
-        return trip_all(self.actuators, reason)
-
-    def reset(self) -> list[ActionResult]:
-        return reset_all(self.actuators)
-
-    def close(self) -> None:
-        for a in self.actuators:
-            try:
-                a.close()
-            except Exception as e:  # noqa: BLE001 - closing must reach every actuator
-                log.warning("closing %s: %s", a, describe(e))

@@ -9,7 +9,10 @@
   (``python -m firmware_bridge.sim.replay`` remakes ``data/sim/pump_outer_race_2k.csv``).
 - :mod:`~firmware_bridge.sources.sim`: ``sim://`` URLs, an in-process source of blocks.
 - :mod:`~firmware_bridge.sim.serial_device` / :mod:`~firmware_bridge.sim.modbus_device`:
-  a pty streaming CSV or frames, a Modbus TCP (and RTU on a pty) server.
+  a pty streaming CSV or frames, a Modbus TCP (and RTU on a pty) server, on
+  :mod:`~firmware_bridge.sim.modbus_server` (pymodbus's server for tests and the simulator;
+  its pymodbus parts in :mod:`~firmware_bridge.sim.modbus_backend`) and
+  :mod:`~firmware_bridge.sim.ptylink` (two ttys joined like a null-modem cable).
 - :mod:`~firmware_bridge.sim.cli`: ``sensorml simulate``.
 """
 

@@ -1,7 +1,8 @@
 """``sensorml simulate``: the simulated machine served the way a real device serves it.
 
-Run as ``python -m firmware_bridge.sim.cli`` or ``sensorml simulate``; see ``--help``.
-It prints one line per endpoint (``serial: /dev/pts/7 format=frames``,
+``sensorml simulate`` mounts :func:`add_arguments` and :func:`run` in the one command
+line; ``python -m firmware_bridge.sim.cli`` is the same command for a firmware_bridge-only
+checkout (:func:`main`). It prints one line per endpoint (``serial: /dev/pts/7 format=frames``,
 ``modbus-tcp: 127.0.0.1:40123``), then ``ready``; then it streams in real time until
 ``quit`` on stdin, SIGTERM or SIGINT (stdin reaching EOF does not stop it, so it can run
 detached). Stdin commands, each answered by one ``ok ...`` or ``error ...`` line::
@@ -48,15 +49,16 @@ stdin commands while running: fault NAME [SEV [RAMP]] | clear [NAME] | stop | re
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sensorml simulate",
-        description="A simulated rotating machine (pump or motor) with fault injection, "
-        "served on a pseudo-terminal (like a USB serial sensor) and/or as a Modbus TCP "
-        "device, in real time.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+DESCRIPTION = """\
+A simulated rotating machine (pump or motor) with fault injection, served in real
+time on a pseudo-terminal (like a USB serial sensor) and/or as a Modbus TCP device."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the simulator's options to *p* (its ``fn`` default is :func:`run`)."""
+    p.description, p.epilog = DESCRIPTION, EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.set_defaults(fn=run)
     g = p.add_argument_group("machine")
     g.add_argument("--profile", choices=sorted(PROFILES), default="pump", help="machine type (default pump)")
     g.add_argument("--rate", type=float, default=None, help="vibration samples/s per axis, 1000..25600 (default 25600)")
@@ -91,14 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also serve the registers as Modbus RTU on a new pty; prints its path "
                    "(needs the TCP server, started on 127.0.0.1:0 if --modbus-tcp is not given)")
     g.add_argument("--rtu-baud", type=int, default=19200, help="baud rate of the RTU pty (default 19200)")
-    g.add_argument("--map", default=None, help="register map TOML (default data/maps/sim_pump.toml)")
+    g.add_argument("--map", default=None,
+                   help="register map TOML (default: the simulated pump's own; "
+                        "`sensorml examples DIR` writes a copy to DIR/maps/sim_pump.toml)")
     g.add_argument("--update-hz", type=float, default=10.0, help="register refresh rate (default 10)")
     g.add_argument("--speedup", type=float, default=1.0, help="run N times faster than real time (default 1)")
     g.add_argument("--duration", help="exit after this much machine time (default: run until quit)")
     g = p.add_argument_group("recording")
     g.add_argument("--record", metavar="OUT.csv", help="write --seconds of the machine to a replayable CSV and exit")
     g.add_argument("--seconds", type=float, default=2.0, help="length of the recording (default 2)")
-    return p
 
 
 class Simulator:
@@ -219,14 +222,14 @@ class Simulator:
         if a.modbus_rtu and not a.modbus_tcp:
             a.modbus_tcp = "127.0.0.1:0"
         if a.modbus_tcp:
-            from firmware_bridge.sim.modbus_device import DEFAULT_MAP, ModbusDevice
+            from firmware_bridge.sim.modbus_device import ModbusDevice
 
             host, _, port = a.modbus_tcp.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"--modbus-tcp: {a.modbus_tcp!r} is not HOST:PORT (e.g. 127.0.0.1:0)")
             self.modbus = ModbusDevice(
                 self._modbus_values, self._coil, lambda: self.machine.stopped,
-                host=host, port=int(port), map_path=a.map or DEFAULT_MAP, update_hz=a.update_hz,
+                host=host, port=int(port), map_path=a.map, update_hz=a.update_hz,
             )
             rtu = self.modbus.start_rtu(a.rtu_baud) if a.modbus_rtu else None
             self.modbus.start()
@@ -285,27 +288,27 @@ def _stdin_loop(sim: Simulator) -> None:
             return
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sensorml simulate``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the simulator until quit, SIGTERM, SIGINT or ``--duration``; returns the exit status.
+    A mistake in the arguments raises :class:`BridgeError` before anything is served."""
+    if args.block < 1:
+        raise ConfigError(f"--block: {args.block} must be >= 1")
+    sim = Simulator(args)
+    if args.record:
+        if args.replay:
+            raise ConfigError("--record records the simulated machine; it cannot record a --replay")
+        rows = record(args.record, sim.machine, args.seconds, slow=tuple(sim.machine.slow_channels))
+        print(f"recorded {rows} rows at {sim.machine.rate:g}/s to {args.record}")
+        return 0
+    if not (args.serial or args.modbus_tcp or args.modbus_rtu):
+        raise ConfigError(
+            "nothing to serve: give --serial, --modbus-tcp HOST:PORT and/or --modbus-rtu (or --record)"
+        )
     try:
-        if args.block < 1:
-            raise ConfigError(f"--block: {args.block} must be >= 1")
-        sim = Simulator(args)
-        if args.record:
-            if args.replay:
-                raise ConfigError("--record records the simulated machine; it cannot record a --replay")
-            rows = record(args.record, sim.machine, args.seconds, slow=tuple(sim.machine.slow_channels))
-            print(f"recorded {rows} rows at {sim.machine.rate:g}/s to {args.record}")
-            return 0
-        if not (args.serial or args.modbus_tcp or args.modbus_rtu):
-            raise ConfigError(
-                "nothing to serve: give --serial, --modbus-tcp HOST:PORT and/or --modbus-rtu (or --record)"
-            )
         sim.open_endpoints()
-    except BridgeError as exc:
-        print(f"sensorml simulate: {exc}", file=sys.stderr)
-        return 2
+    except BaseException:
+        sim.close()  # an endpoint opened before the failing one (and its --link) goes too
+        raise
 
     def on_signal(signum, frame):
         sim.quit.set()
@@ -322,6 +325,18 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, h)
     sim.say(f"bye after {time.monotonic() - t:.1f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m firmware_bridge.sim.cli``: the same command as ``sensorml simulate``."""
+    p = argparse.ArgumentParser(prog="sensorml simulate")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except BridgeError as exc:
+        print(f"sensorml simulate: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

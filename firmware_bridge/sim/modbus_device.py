@@ -1,6 +1,7 @@
 """The simulated machine as a Modbus TCP device (a PLC or smart sensor on the network).
 
-Registers follow a register map (default ``data/maps/sim_pump.toml``): every non-bit
+Registers follow a register map (default :data:`DEFAULT_MAP`, ``maps/sim_pump.toml``
+beside this module, package data read with :mod:`importlib.resources`): every non-bit
 point is refreshed at ``update_hz`` from a ``values()`` callback (slow values, vibration
 RMS per axis, status, fault code) and encoded with
 :func:`firmware_bridge.modbus.codec.encode_value`, into the map's table and mirrored into
@@ -16,7 +17,7 @@ way (serial STOP, stdin), so reading the coil always tells whether the machine i
 
 Modbus RTU: :meth:`ModbusDevice.start_rtu` serves the same registers as RTU on a pty.
 pymodbus's serial server needs a port path to open, and so does the gateway, so two ptys
-are joined like a null-modem cable (:func:`firmware_bridge.sim.modbus_server.pty_link`):
+are joined like a null-modem cable (:func:`firmware_bridge.sim.ptylink.pty_link`):
 the RTU server opens one end, the gateway the other (printed as ``modbus-rtu: /dev/pts/N``).
 Both servers get the same values at every refresh; a stop-coil write on either one counts.
 """
@@ -25,17 +26,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import tomllib
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from firmware_bridge.errors import ConfigError, PortError
 from firmware_bridge.modbus.codec import encode_value
-from firmware_bridge.modbus.regmap import RegisterMap, load_map
-from firmware_bridge.sim.modbus_server import ModbusTestServer, pty_link
+from firmware_bridge.modbus.regmap import RegisterMap, load_map, parse_map
+from firmware_bridge.sim.modbus_server import ModbusTestServer
+from firmware_bridge.sim.ptylink import pty_link
 
-#: the register map of the simulated pump, shipped with the repo
-DEFAULT_MAP = Path(__file__).resolve().parents[2] / "data" / "maps" / "sim_pump.toml"
+#: the register map of the simulated pump, package data (a path in a checkout or an
+#: installed wheel; :func:`device_map` reads it without needing one)
+DEFAULT_MAP = resources.files("firmware_bridge.sim") / "maps" / "sim_pump.toml"
 _MIRROR = {"input": "holding", "holding": "input"}
+
+
+def device_map(path: str | Path | None = None) -> RegisterMap:
+    """The register map at ``path``, or the simulated pump's own (:data:`DEFAULT_MAP`)."""
+    if path is not None:
+        return load_map(path)
+    return parse_map(tomllib.loads(DEFAULT_MAP.read_text(encoding="utf-8")), source=str(DEFAULT_MAP))
 
 
 class ModbusDevice:
@@ -53,18 +65,18 @@ class ModbusDevice:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        map_path: str | Path = DEFAULT_MAP,
+        map_path: str | Path | None = None,
         update_hz: float = 10.0,
     ) -> None:
-        self.map: RegisterMap = load_map(map_path)
+        self.map: RegisterMap = device_map(map_path)
         self.values, self.on_stop, self.is_stopped = values, on_stop, is_stopped
         self.update_hz = update_hz
         try:
             self.stop_point = self.map.point("stop")
         except (KeyError, ConfigError):
-            raise ConfigError(f"{map_path}: needs a bool point named 'stop' (the trip coil)") from None
+            raise ConfigError(f"{self.map.source}: needs a bool point named 'stop' (the trip coil)") from None
         if self.stop_point.table != "coil":
-            raise ConfigError(f"{map_path}: point 'stop' must be in table 'coil', not {self.stop_point.table!r}")
+            raise ConfigError(f"{self.map.source}: point 'stop' must be in table 'coil', not {self.stop_point.table!r}")
         self._regs: dict[tuple[int, str], list[int]] = {}
         for p in self.map.points:
             if p.is_bit or p.type == "bool":

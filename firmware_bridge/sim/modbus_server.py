@@ -2,7 +2,8 @@
 
 It runs pymodbus's own server (``ModbusTcpServer`` over ``SimDevice``/``SimData``, the
 datastore pymodbus 3.16 recommends), so clients talk to the same code a user's bench
-server would run; only the per-connection handler is subclassed, to delay answers. The helper adds what tests need around it:
+server would run; only the per-connection handler is subclassed, to delay answers
+(:mod:`firmware_bridge.sim.modbus_backend`). The helper adds what tests need around it:
 
 - port 0 by default; :attr:`ModbusTestServer.port` tells the bound port, and
   :meth:`~ModbusTestServer.start` after :meth:`~ModbusTestServer.stop` listens again on
@@ -19,12 +20,13 @@ server would run; only the per-connection handler is subclassed, to delay answer
   (``Request(device_id, function_code, address, count)``) and
   :meth:`~ModbusTestServer.wait_for_requests` waits on them with a deadline.
 
-- ``serial_port=`` runs the RTU server on a tty instead; :func:`pty_link` gives two
-  ttys joined like a null-modem cable, so RTU runs end to end without hardware.
+- ``serial_port=`` runs the RTU server on a tty instead;
+  :func:`firmware_bridge.sim.ptylink.pty_link` gives two ttys joined like a null-modem
+  cable, so RTU runs end to end without hardware.
 
 Tables are ``holding``, ``input``, ``coil`` and ``discrete``, each a block from address 0.
 A device is given as ``{table: size}`` or ``{table: [initial values]}``; tables left out
-get :data:`DEFAULT_SIZE` zeros.
+get :data:`~firmware_bridge.sim.modbus_backend.DEFAULT_SIZE` zeros.
 
 >>> from firmware_bridge.modbus.client import make_client
 >>> with ModbusTestServer({1: {"holding": [7, 8, 9]}}) as server:
@@ -41,27 +43,16 @@ get :data:`DEFAULT_SIZE` zeros.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import pty
-import select
 import threading
 import time
-import tty
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pymodbus.constants import ExcCodes
-from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware_bridge.errors import ConfigError, PortError
+from firmware_bridge.sim.modbus_backend import TABLES, SerialServer, TcpServer, sim_devices
 
-#: registers (or bits) served per table when a device does not say
-DEFAULT_SIZE = 1024
-TABLES = ("holding", "input", "coil", "discrete")
 #: function code used to reach each table's datastore block
 _SET_FC = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
 _GET_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
@@ -77,115 +68,10 @@ class Request:
     count: int
 
 
-def _table_block(table: str, spec: int | Sequence) -> list[SimData]:
-    bits = table in ("coil", "discrete")
-    if isinstance(spec, int):
-        values = [False] * spec if bits else [0] * spec
-    else:
-        values = [bool(v) for v in spec] if bits else [int(v) & 0xFFFF for v in spec]
-    if not values or len(values) > 65536:
-        raise ConfigError(f"test server table {table!r}: size {len(values)} is not in 1..65536")
-    if bits:
-        return [SimData(0, values=values, datatype=DataType.BITS)]
-    return [SimData(0, values=values, datatype=DataType.REGISTERS)]
-
-
-class _Handler(ServerRequestHandler):
-    """pymodbus's per-connection handler, with per-device answer delays.
-
-    pymodbus 3.16's handler keeps the request being served in ``self.last_pdu`` and its
-    task reads it when it runs, so a request handled late (delayed) would be answered
-    with another request's data or ids. Here each task is bound to its own request: it
-    waits out the device's delay, puts its request in ``last_pdu``, runs the original
-    handler (which does not suspend with this datastore) and puts back what was there.
-    """
-
-    def handle_later(self):
-        pdu, addr = self.last_pdu, self.last_addr
-        if pdu is None:
-            return
-        harness = self.server.harness
-        if harness.unknown == "gateway" and pdu.dev_id not in harness._device_ids:
-            answer = ExceptionResponse(
-                pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE,
-                device_id=pdu.dev_id, transaction=pdu.transaction_id,
-            )
-            self.server_send(answer, addr)
-            return
-        delay = harness._delay.get(pdu.dev_id, 0.0)
-        asyncio.run_coroutine_threadsafe(self._handle(pdu, addr, delay), self.loop)
-
-    async def _handle(self, pdu, addr, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        saved = self.last_pdu, self.last_addr
-        self.last_pdu, self.last_addr = pdu, addr
-        try:
-            await self.handle_request()
-        finally:
-            self.last_pdu, self.last_addr = saved
-
-
-class _Delays:
-    """Mixin: a pymodbus server whose connections use :class:`_Handler`."""
-
-    def __init__(self, harness: ModbusTestServer, *args, **kwargs) -> None:
-        self.harness = harness
-        super().__init__(*args, **kwargs)
-
-    def callback_new_connection(self):
-        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
-
-
-class _TcpServer(_Delays, ModbusTcpServer):
-    pass
-
-
-class _SerialServer(_Delays, ModbusSerialServer):
-    pass
-
-
-@contextlib.contextmanager
-def pty_link() -> Iterator[tuple[str, str]]:
-    """Two ttys joined like a null-modem cable: ``(server_end, client_end)`` paths.
-
-    Two ``pty.openpty()`` pairs, and a thread that copies bytes between their master
-    sides, so each end is a real tty that pyserial (and pymodbus) open by name.
-    """
-    m1, s1 = pty.openpty()
-    m2, s2 = pty.openpty()
-    for fd in (s1, s2):
-        tty.setraw(fd)
-    wake_r, wake_w = os.pipe()
-
-    def pump() -> None:
-        while True:
-            ready, _, _ = select.select([m1, m2, wake_r], [], [])
-            if wake_r in ready:
-                return
-            for src, dst in ((m1, m2), (m2, m1)):
-                if src in ready:
-                    try:
-                        data = os.read(src, 4096)
-                    except OSError:  # the other side closed its end
-                        continue
-                    os.write(dst, data)
-
-    thread = threading.Thread(target=pump, name="pty-link", daemon=True)
-    thread.start()
-    try:
-        yield os.ttyname(s1), os.ttyname(s2)
-    finally:
-        os.write(wake_w, b"x")
-        thread.join(2.0)
-        for fd in (m1, s1, m2, s2, wake_r, wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 class ModbusTestServer:
     """pymodbus's TCP server on ``host:port`` (default 127.0.0.1, port 0) in a thread,
-    or its RTU server on the tty ``serial_port`` (e.g. one end of :func:`pty_link`).
+    or its RTU server on the tty ``serial_port`` (e.g. one end of
+    :func:`~firmware_bridge.sim.ptylink.pty_link`).
 
     Use as a context manager, or call :meth:`start` / :meth:`close`. :meth:`stop`
     closes the listener and every client connection (or the serial port) but keeps the
@@ -211,22 +97,7 @@ class ModbusTestServer:
         self.serial_port = serial_port
         self.baudrate = baudrate
         self.unknown = unknown
-        self._sim_devices: list[SimDevice] = []
-        for dev_id, tables in devices.items():
-            bad = set(tables) - set(TABLES)
-            if bad:
-                raise ConfigError(
-                    f"test server device {dev_id}: unknown table(s) {sorted(bad)} "
-                    f"(expected {', '.join(TABLES)})"
-                )
-            # SimDevice's order: (coils, discrete inputs, holding, input registers)
-            blocks = tuple(
-                _table_block(t, tables.get(t, DEFAULT_SIZE))
-                for t in ("coil", "discrete", "holding", "input")
-            )
-            self._sim_devices.append(
-                SimDevice(dev_id, simdata=blocks, use_bit_addressing=True)
-            )
+        self._sim_devices = sim_devices(devices)
         self._device_ids = frozenset(devices)
         self._offline: set[int] = set()
         self._delay: dict[int, float] = {}
@@ -290,12 +161,12 @@ class ModbusTestServer:
 
     async def _listen(self) -> None:
         if self.serial_port is not None:
-            server = _SerialServer(
+            server = SerialServer(
                 self, self._sim_devices, port=self.serial_port,
                 baudrate=self.baudrate, trace_pdu=self._trace_pdu,
             )
         else:
-            server = _TcpServer(
+            server = TcpServer(
                 self, self._sim_devices, address=(self.host, self.port),
                 trace_pdu=self._trace_pdu,
             )
@@ -358,6 +229,14 @@ class ModbusTestServer:
     def set_delay(self, device_id: int, seconds: float) -> None:
         """Make ``device_id`` answer ``seconds`` late (0 = at once)."""
         self._delay[device_id] = float(seconds)
+
+    def delay(self, device_id: int) -> float:
+        """How late ``device_id`` answers (seconds)."""
+        return self._delay.get(device_id, 0.0)
+
+    def serves(self, device_id: int) -> bool:
+        """Whether ``device_id`` is one of the devices this server holds."""
+        return device_id in self._device_ids
 
     # ------------------------------------------------------------------ requests
     @property

@@ -10,7 +10,9 @@ A source is opened from a URL; the scheme picks the module (as pyserial does wit
     sim://pump?fault=outer_race&at=30s&rate=25600
 
 One module per scheme (``serial``, ``modbus``, ``sim``), imported only when its scheme is
-opened; the interface they share is :mod:`firmware_bridge.sources.base`.
+opened; the interface they share is :mod:`firmware_bridge.sources.base`. The serial
+source's transport and command acks are ``serialport`` and ``serialacks``; the Modbus
+source's checked options are ``modbusoptions``.
 """
 
 from __future__ import annotations

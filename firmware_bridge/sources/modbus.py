@@ -30,8 +30,6 @@ A poll that overruns its period is flagged ``STALE`` and the missed ticks are sk
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
 import math
 import socket
 import time
@@ -43,22 +41,16 @@ import numpy as np
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from firmware_bridge.block import Block, Quality
-from firmware_bridge.errors import ConfigError
 from firmware_bridge.modbus.client import (
     EXCEPTION_NAMES,
     describe_error,
     make_client,
-    parse_modbus_url,
 )
 from firmware_bridge.modbus.codec import make_decoder
 from firmware_bridge.modbus.plan import ReadRequest, plan_reads
-from firmware_bridge.modbus.regmap import RegisterMap, load_map, parse_map
-from firmware_bridge.parsing import parse_duration
+from firmware_bridge.modbus.regmap import RegisterMap
 from firmware_bridge.sources.base import BlockSink, EventSink, Source
-
-#: query keys the source understands (transport keys are handled by client.py)
-URL_KEYS = ("map", "rate", "timeout", "retries")
-
+from firmware_bridge.sources.modbusoptions import ModbusOptions
 
 #: exception codes a gateway sends for a device that is not there (treated as an outage)
 _GATEWAY_NO_DEVICE = (10, 11)
@@ -117,33 +109,12 @@ class ModbusSource(Source):
         **unknown: object,
     ) -> None:
         super().__init__(url, on_block, on_event, clock)
-        if unknown:
-            key = sorted(unknown)[0]
-            allowed = ("map", "rate", "timeout_s", "retries", "channels", "backoff_s", "backoff_max_s")
-            close = difflib.get_close_matches(key, allowed, 1)
-            hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(allowed)}"
-            raise ConfigError(f"{url}: unknown option {key!r} for a Modbus source ({hint})")
-        self.link = parse_modbus_url(url)
-        q = dict(self.link.params)
-        for key in q:
-            if key not in URL_KEYS:
-                close = difflib.get_close_matches(key, URL_KEYS + ("baud", "parity", "stopbits"), 1)
-                hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(URL_KEYS)}"
-                raise ConfigError(f"{url}: unknown option {key}= ({hint})")
-        self.regmap = _select(url, _resolve_map(url, map if map is not None else q.get("map")), channels)
-        self.rate = _positive(url, "rate", rate if rate is not None else q.get("rate", 10.0), 1000.0)
-        t = timeout_s if timeout_s is not None else q.get("timeout", 0.5)
-        self.timeout_s = _positive(url, "timeout", parse_duration(t, f"{url}: timeout"), 60.0)
-        r = retries if retries is not None else q.get("retries", 1)
-        try:
-            self.retries = int(r)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{url}: retries={r!r} is not an integer") from None
-        if not 0 <= self.retries <= 10:
-            raise ConfigError(f"{url}: retries={self.retries} is not in 0..10")
-        if not 0 < backoff_s <= backoff_max_s:
-            raise ConfigError(f"{url}: backoff {backoff_s} s must be > 0 and <= max {backoff_max_s} s")
-        self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
+        o = ModbusOptions.check(url, map=map, rate=rate, timeout_s=timeout_s, retries=retries,
+                                channels=channels, backoff_s=backoff_s,
+                                backoff_max_s=backoff_max_s, unknown=unknown)
+        self.link, self.regmap, self.rate = o.link, o.regmap, o.rate
+        self.timeout_s, self.retries = o.timeout_s, o.retries
+        self.backoff_s, self.backoff_max_s = o.backoff_s, o.backoff_max_s
 
         self.channels = self.regmap.names
         self.requests: list[ReadRequest] = plan_reads(self.regmap)
@@ -367,43 +338,3 @@ class ModbusSource(Source):
                     f"device {dev.device_id}: link to {self.link.target} down ({reason}); "
                     f"reconnecting every {self.backoff_s:g}..{self.backoff_max_s:g} s",
                 )
-
-
-def _positive(url: str, key: str, value, hi: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{url}: {key}={value!r} is not a number") from None
-    if not 0 < v <= hi:
-        raise ConfigError(f"{url}: {key}={v:g} is not in (0, {hi:g}]")
-    return v
-
-
-def _select(url: str, regmap: RegisterMap, channels: Sequence[str] | None) -> RegisterMap:
-    """Keep only the points named in ``channels``, in that order (all if None)."""
-    if channels is None:
-        return regmap
-    if isinstance(channels, str):
-        channels = [c.strip() for c in channels.split(",") if c.strip()]
-    if not channels:
-        raise ConfigError(f"{url}: channels is empty (name points of the map, or leave it out)")
-    points = []
-    for name in channels:
-        if name not in regmap.names:
-            close = difflib.get_close_matches(name, regmap.names, 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{url}: channel {name!r} is not a point of {regmap.source}{hint}")
-        if any(p.name == name for p in points):
-            raise ConfigError(f"{url}: channel {name!r} is listed twice")
-        points.append(regmap.point(name))
-    return dataclasses.replace(regmap, points=tuple(points))
-
-
-def _resolve_map(url: str, spec) -> RegisterMap:
-    if spec is None or spec == "":
-        raise ConfigError(f"{url}: no register map (add ?map=pump.toml to the URL or pass map=)")
-    if isinstance(spec, RegisterMap):
-        return spec
-    if isinstance(spec, dict):
-        return parse_map(spec, source=f"{url} map")
-    return load_map(spec)

@@ -12,10 +12,12 @@ Query parameters: ``baud`` (default 115200), ``format`` (``csv``, ``frames``; de
 detected from the first bytes), ``channels`` (comma list), ``rate`` (samples/s; default
 estimated), ``block`` (max rows per CSV block, default 256). Keyword options override them.
 
-The reader thread reads whatever has arrived (``read(in_waiting)``, never ``readline``),
-feeds the pure decoder of :mod:`firmware_bridge.codec`, and hands one :class:`Block` per
-frame (binary) or per read (CSV, split at ``block_samples`` rows) to ``on_block``. Rows
-are never held back waiting for more, so a block's latency is one read.
+The reader thread reads whatever has arrived (``read(in_waiting)``, never ``readline``;
+the transport is :mod:`firmware_bridge.sources.serialport`), feeds the pure decoder of
+:mod:`firmware_bridge.codec`, and hands one :class:`Block` per frame (binary) or per read
+(CSV, split at ``block_samples`` rows) to ``on_block``. Rows are never held back waiting
+for more, so a block's latency is one read. Commands (``STOP``) wait for the device's ack
+(:mod:`firmware_bridge.sources.serialacks`).
 
 When the port fails (USB unplugged, pty closed), the source reports an ``outage`` event,
 reopens with exponential backoff (waiting on an Event, never spinning) and reports
@@ -25,14 +27,9 @@ reopens with exponential backoff (waiting on an Event, never spinning) and repor
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
-import os
-import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import serial
@@ -44,43 +41,16 @@ from firmware_bridge.codec.frames import DecodedFrame, FrameDecoder, Message
 from firmware_bridge.errors import ConfigError, PortError, TripError
 from firmware_bridge.parsing import split_url
 from firmware_bridge.sources.base import BlockSink, EventSink, Source
+from firmware_bridge.sources.serialacks import Acks
+from firmware_bridge.sources.serialport import open_port, read_until_stopped
 
-__all__ = ["SerialSource", "describe_open_error"]
+__all__ = ["SerialSource"]
 
 _KNOWN_PARAMS = ("baud", "format", "channels", "rate", "block")
 #: stats() name -> decoder counter name
 _STAT_NAMES = {"crc_errors": "crc_errors", "rejected_frames": "rejected", "bytes_skipped": "bytes_skipped",
                "gaps": "gaps", "missed_frames": "missed", "restarts": "restarts", "frames": "frames",
                "bad_lines": "bad_lines", "lines": "lines"}
-
-
-def describe_open_error(port: str, exc: BaseException) -> str:
-    """One line naming the port, what went wrong and the likely fix."""
-    code = getattr(exc, "errno", None)
-    if code is None and isinstance(exc.__cause__, OSError):
-        code = exc.__cause__.errno
-    if code == errno.ENOENT or (code is None and "No such file" in str(exc)):
-        by_id = "/dev/serial/by-id"
-        present = sorted(os.listdir(by_id)) if os.path.isdir(by_id) else []
-        hint = (f"ports present in {by_id}: {', '.join(present)}" if present
-                else "check the path and that the device is plugged in")
-        return f"serial port {port}: does not exist — {hint}"
-    if code in (errno.EACCES, errno.EPERM):
-        return (f"serial port {port}: permission denied — add the user to the dialout group "
-                "(sudo usermod -aG dialout $USER, then log in again)")
-    if code == errno.EBUSY or "lock" in str(exc).lower():
-        return f"serial port {port}: busy — another program has it open (close it, or check `fuser {port}`)"
-    return f"serial port {port}: cannot open: {exc}"
-
-
-@dataclass(eq=False, slots=True)
-class _Waiter:
-    """A command waiting for its ack: the reader sets ``t_ack`` (or ``error``) and ``event``."""
-
-    cmd: str
-    event: threading.Event = field(default_factory=threading.Event)
-    t_ack: float = 0.0
-    error: str = ""
 
 
 class SerialSource(Source):
@@ -135,8 +105,7 @@ class SerialSource(Source):
         self._port: serial.SerialBase | None = None
         self._preopened: serial.SerialBase | None = None
         self._write_lock = threading.Lock()
-        self._waiters: list[_Waiter] = []
-        self._waiters_lock = threading.Lock()
+        self._acks = Acks()
         self._decoder: FrameDecoder | CsvDecoder | None = None
         self._probe = b""
         self._retired: dict[str, int] = {}
@@ -167,10 +136,7 @@ class SerialSource(Source):
         or ``ack CMD`` message frame). Returns seconds from the write to the read that
         brought the ack; raises :class:`TripError` on timeout or if the port is down."""
         cmd = cmd.strip()
-        waiter = _Waiter(cmd.upper())
-        with self._waiters_lock:
-            self._waiters.append(waiter)
-        try:
+        with self._acks.waiting(cmd) as waiter:
             with self._write_lock:
                 port = self._port
                 if port is None:
@@ -185,10 +151,6 @@ class SerialSource(Source):
             if waiter.error:
                 raise TripError(f"serial port {self.port_name}: {cmd} not acknowledged: {waiter.error}")
             return max(0.0, waiter.t_ack - t_sent)
-        finally:
-            with self._waiters_lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
 
     def write(self, data: bytes) -> None:
         """Write raw bytes to the device (thread-safe with the reader and commands).
@@ -221,14 +183,7 @@ class SerialSource(Source):
     # ------------------------------------------------------------ port handling
 
     def _open(self) -> serial.SerialBase:
-        port = self.port_name
-        try:
-            kwargs: dict = {"baudrate": self.baud, "timeout": self.read_timeout}
-            if "://" not in port:
-                kwargs["exclusive"] = True
-            return serial.serial_for_url(port, **kwargs)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise PortError(describe_open_error(port, exc)) from exc
+        return open_port(self.port_name, self.baud, self.read_timeout)
 
     def _close(self) -> None:
         port = self._port
@@ -265,13 +220,13 @@ class SerialSource(Source):
                 self.emit_event("info", f"serial port {self.port_name}: open at {self.baud} baud, "
                                 f"format={self.format or 'auto'}")
             try:
-                self._read_loop(port)
+                read_until_stopped(port, self._stop, self.read_timeout, self._handle)
             except (serial.SerialException, OSError) as exc:
                 if not self._stop.is_set():
                     self._counts["outages"] += 1
                     outage = True
                     self.emit_event("outage", f"serial port {self.port_name}: {exc}; reopening with backoff")
-                    self._fail_waiters("port went down")
+                    self._acks.fail_all("port went down")
             finally:
                 with self._write_lock:
                     self._port = None
@@ -280,36 +235,7 @@ class SerialSource(Source):
                 self._retire_decoder()
             if outage:
                 self._stop.wait(delay)
-        self._fail_waiters("source stopped")
-
-    def _read_loop(self, port: serial.SerialBase) -> None:
-        try:
-            fd = port.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation, serial.SerialException):
-            fd = None  # loop://, socket://, rfc2217:// ...: pyserial's own reads
-        if fd is None:
-            while not self._stop.is_set():
-                waiting = port.in_waiting
-                data = port.read(waiting or 1)
-                if not data:
-                    continue
-                if not waiting:
-                    more = port.in_waiting
-                    if more:
-                        data += port.read(more)
-                self._handle(data, time.perf_counter())
-            return
-        # A real tty: one select and one read per arrival (pyserial's read(1) + in_waiting
-        # + read(n) costs two selects, two reads and an ioctl: ~50 µs more per frame).
-        timeout = self.read_timeout
-        while not self._stop.is_set():
-            ready, _, _ = select.select((fd,), (), (), timeout)
-            if not ready:
-                continue
-            data = os.read(fd, 65536)
-            if not data:  # the other end is gone (pty closed, USB unplugged)
-                raise serial.SerialException(f"{self.port_name}: device disconnected")
-            self._handle(data, time.perf_counter())
+        self._acks.fail_all("source stopped")
 
     def _retire_decoder(self) -> None:
         """Keep the counters of a decoder being replaced after a reopen (its buffered
@@ -328,12 +254,6 @@ class SerialSource(Source):
         self._decoder = fresh
         self._bad_lines_seen = 0
         self._probe = b""
-
-    def _fail_waiters(self, reason: str) -> None:
-        with self._waiters_lock:
-            for w in self._waiters:
-                w.error = reason
-                w.event.set()
 
     # ------------------------------------------------------------ decoding
 
@@ -368,12 +288,7 @@ class SerialSource(Source):
         self._counts["messages"] += 1
         words = text.split()
         if len(words) >= 2 and words[0].lower() == "ack":
-            acked = words[1].upper()
-            with self._waiters_lock:
-                for w in self._waiters:
-                    if w.cmd == acked and not w.event.is_set():
-                        w.t_ack = t_recv
-                        w.event.set()
+            self._acks.acked(words[1], t_recv)
             self._counts["acks"] += 1
             return
         self.emit_event("info", f"serial port {self.port_name}: device says {text!r}")

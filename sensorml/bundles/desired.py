@@ -11,6 +11,7 @@ The cloud store holds ``desired/<device-or-fleet>.json`` with a detached signatu
      "allow_downgrade": false,
      "issued_at": "2026-11-26T16:00:00Z", "not_before": "2026-11-26T16:00:00Z"}
 
+``target`` and the keys of ``devices`` follow the device-id rule (:mod:`sensorml.ids`).
 A device file (``scope = "device"``, ``target`` = the device id) overrides the fleet file
 as a whole. Within a fleet file: the device's entry in ``devices`` wins, then the canary
 (chosen by a hash of the device id, so the same devices are canaries on every run and a
@@ -41,12 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from sensorml.errors import SensormlError
+from sensorml.ids import check_device_id
 
-__all__ = ["DesiredError", "DesiredState", "Target", "resolve", "canary_bucket",
-           "parse_time", "make_desired", "verify_desired", "version_key"]
+__all__ = ["DesiredError", "DesiredState", "MAX_DESIRED_BYTES", "Target", "resolve",
+           "canary_bucket", "parse_time", "make_desired", "verify_desired", "version_key"]
 
 SCHEMA = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: the most a desired-state file (or its signature) may weigh: checked before it is read
+MAX_DESIRED_BYTES = 64 << 10
 
 
 class DesiredError(SensormlError):
@@ -127,8 +131,10 @@ class DesiredState:
         allow = d.get("allow_downgrade", False)
         if not isinstance(allow, bool):
             raise DesiredError(f"{where}: allow_downgrade must be true or false, got {allow!r}")
+        what = "device id" if d["scope"] == "device" else "fleet name"
         return cls(
-            scope=d["scope"], target=_check_name(d["target"], f"{where}: target"),
+            scope=d["scope"], target=check_device_id(d["target"], f"{where}: target",
+                                                     DesiredError, what),
             model=_check_name(d["model"], f"{where}: model"),
             version=_check_name(d["version"], f"{where}: version"),
             issued_at=parse_time(d["issued_at"], f"{where}: issued_at"),
@@ -136,8 +142,8 @@ class DesiredState:
             if d.get("not_before") else 0.0,
             allow_downgrade=allow, canary_share=float(share),
             canary_version=_check_name(cver, f"{where}: canary.version") if cver is not None else None,
-            devices={_check_name(k, f"{where}: devices"): _check_name(v, f"{where}: devices.{k}")
-                     for k, v in devices.items()},
+            devices={check_device_id(k, f"{where}: devices", DesiredError):
+                     _check_name(v, f"{where}: devices.{k}") for k, v in devices.items()},
             where=where,
         )
 
@@ -239,47 +245,3 @@ def make_desired(scope: str, target: str, model: str, version: str, *,
     from sensorml.bundles.signing import sign_bytes
 
     return data, (sign_bytes(key, data) if key is not None else None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sensorml.bundles.desired``: write a signed desired-state file into a store."""
-    import argparse
-    import sys
-
-    from sensorml.sync.stores import open_store
-
-    p = argparse.ArgumentParser(
-        prog="python -m sensorml.bundles.desired",
-        description="Write desired/<fleet-or-device>.json (+ .sig) into the cloud store.")
-    p.add_argument("--store", required=True, help="file:///path or s3://bucket/prefix")
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--fleet", help="fleet name (the gateways' deploy.fleet)")
-    who.add_argument("--device", help="one device id (overrides its fleet file)")
-    p.add_argument("--model", required=True, help="bundle name")
-    p.add_argument("--version", required=True, help="bundle version (published under models/)")
-    p.add_argument("--canary-share", type=float, default=0.0, help="share of devices, 0..1")
-    p.add_argument("--canary-version", help="version the canary devices run")
-    p.add_argument("--allow-downgrade", action="store_true", help="permit an older version")
-    p.add_argument("--key", required=True, help="Ed25519 private key (signing.key)")
-    a = p.parse_args(argv)
-    extra: dict[str, Any] = {}
-    if a.canary_share:
-        extra["canary"] = {"share": a.canary_share, "version": a.canary_version}
-    if a.allow_downgrade:
-        extra["allow_downgrade"] = True
-    scope, target = ("fleet", a.fleet) if a.fleet else ("device", a.device)
-    try:
-        data, sig = make_desired(scope, target, a.model, a.version, key=a.key, **extra)
-        store = open_store(a.store)
-        store.put(f"desired/{target}.json.sig", sig or b"")
-        store.put(f"desired/{target}.json", data)
-    except SensormlError as e:
-        print(f"desired: error: {e}", file=sys.stderr)
-        return 2
-    print(f"desired/{target}.json: {a.model} {a.version}"
-          + (f", canary {a.canary_share:.0%} -> {a.canary_version}" if a.canary_share else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,7 +11,9 @@ One run of :func:`redeploy`:
 3. refuse a downgrade unless the desired file says ``allow_downgrade`` (and
    ``deploy.allow_downgrade`` is not false), and skip a version rolled back before
    unless a newer desired file names it again;
-4. fetch ``models/<name>/<version>/{manifest.json,model.onnx,manifest.sig}``, check
+4. fetch ``models/<name>/<version>/{manifest.json,model.onnx,manifest.sig}`` (each size
+   checked against its limit before it is read: desired files 64 KiB, the model 256 MiB,
+   the others 4 MiB; a larger object or a link in a file store is refused), check
    compatibility, signature, hash and feature spec, stage it in
    ``<state_dir>/bundles/<name>/<version>`` (:class:`sensorml.bundles.staging.BundleStore`);
 5. make it the shadow ``candidate`` (or, when nothing is live yet, ``current``) and
@@ -19,28 +21,31 @@ One run of :func:`redeploy`:
 
 The gateway must run what the store says is current: ``model.bundle`` is
 ``<state_dir>/bundles/current``. Run it alone with
-``python -m sensorml.bundles.fetch --config gateway.toml``; the sync job runs it each period.
+``sensorml redeploy --config gateway.toml``; the sync job runs it each period.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sensorml.bundles.bundle import MANIFEST, MODEL, SIGNATURE
-from sensorml.bundles.desired import DesiredError, DesiredState, resolve, verify_desired
+from sensorml.bundles.desired import (
+    MAX_DESIRED_BYTES,
+    DesiredError,
+    DesiredState,
+    resolve,
+    verify_desired,
+)
+from sensorml.bundles.files import MANIFEST, MAX_MODEL_BYTES, MAX_SMALL_BYTES, MODEL, SIGNATURE
 from sensorml.bundles.staging import CANDIDATE, CURRENT, BundleStore, DeployError, deployment_state
 from sensorml.errors import BundleError, ConfigError, SensormlError, StoreError
 
 log = logging.getLogger("sensorml.bundles.fetch")
 
-__all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "notify_gateway", "main"]
+__all__ = ["RedeployResult", "redeploy", "open_store", "check_layout", "notify_gateway"]
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,18 @@ def open_store(url: str, cfg=None):
     return _open(url, **kw)
 
 
-def _get(store, key: str) -> bytes | None:
-    """The object at *key*, or None when it does not exist (other store errors raise)."""
-    from sensorml.sync.stores import NotFound
+def _get(store, key: str, max_bytes: int) -> bytes | None:
+    """The object at *key* (at most *max_bytes*, checked before it is read), or None when
+    it does not exist. An object the store refuses to read (too large, a link) is a
+    refusal of this deployment, not an outage; other store errors raise."""
+    from sensorml.sync.stores import NotFound, ObjectRefused
 
     try:
-        return store.get(key)
+        return store.get(key, max_bytes=max_bytes)
     except NotFound:
         return None
+    except ObjectRefused as e:
+        raise DeployError(str(e)) from None
 
 
 def check_layout(cfg) -> BundleStore:
@@ -93,10 +102,11 @@ def check_layout(cfg) -> BundleStore:
 
 def _desired(store, bs: BundleStore, cfg, scope: str, name: str) -> DesiredState | None:
     key = f"desired/{name}.json"
-    data = _get(store, key)
+    data = _get(store, key, MAX_DESIRED_BYTES)
     if data is None:
         return None
-    d = verify_desired(data, _get(store, key + ".sig"), list(cfg.model.trusted_keys), where=key,
+    d = verify_desired(data, _get(store, key + ".sig", MAX_DESIRED_BYTES),
+                       list(cfg.model.trusted_keys), where=key,
                        expect_scope=scope, expect_target=name,
                        allow_unsigned=cfg.model.allow_unsigned)
     seen = bs.desired_seen(key)
@@ -183,7 +193,7 @@ def _apply(cfg, store, bs: BundleStore, now: float, target, accept) -> RedeployR
     prefix = f"models/{m}/{v}"
     files = {}
     for f in (MANIFEST, MODEL, SIGNATURE):
-        data = _get(store, f"{prefix}/{f}")
+        data = _get(store, f"{prefix}/{f}", MAX_MODEL_BYTES if f == MODEL else MAX_SMALL_BYTES)
         if data is not None:
             files[f] = data
         elif f != SIGNATURE:
@@ -231,27 +241,3 @@ def sync_steps(cfg) -> list:
 
     deploy.name = "deploy"  # type: ignore[attr-defined]
     return [deploy]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sensorml.bundles.fetch --config gateway.toml [--store URL]``: one run."""
-    from sensorml.config import load_config
-
-    p = argparse.ArgumentParser(prog="python -m sensorml.bundles.fetch",
-                                description="Fetch desired state and stage a new model.")
-    p.add_argument("--config", required=True, help="gateway.toml")
-    p.add_argument("--store", help="store URL (default: sync.store of the config)")
-    a = p.parse_args(argv)
-    try:
-        cfg = load_config(a.config)
-        store = open_store(a.store or cfg.sync.store, cfg)
-        res = redeploy(cfg, store)
-    except SensormlError as e:
-        print(f"redeploy: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(res.to_dict()), flush=True)
-    return 1 if res.action == "refused" else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

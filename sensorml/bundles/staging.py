@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -35,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from sensorml import __version__
-from sensorml.bundles.bundle import FORMAT_VERSION, MANIFEST, MODEL, SIGNATURE, load_bundle
+from sensorml.bundles.bundle import load_bundle
 from sensorml.bundles.desired import version_key
+from sensorml.bundles.files import MANIFEST, MODEL, SIGNATURE
+from sensorml.bundles.manifest import FORMAT_VERSION
 from sensorml.errors import BundleError, BundleFormatError, SensormlError
 
 __all__ = ["BundleStore", "DeployError", "IncompatibleBundle", "Staged", "check_compatible",
-           "deployment_state"]
+           "deployment_state", "release_key"]
 
 CURRENT, LAST_GOOD, CANDIDATE = "current", "last_good", "candidate"
 STATE = "deploy.json"
@@ -54,8 +58,39 @@ class IncompatibleBundle(BundleError):
     """This gateway cannot run the bundle; the message says what it would need."""
 
 
-def _vt(v: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in str(v).split("."))
+_N = r"(?:[-_.]?(\d+))?"
+_RELEASE = re.compile(rf"v?(\d+(?:\.\d+)*)(?:[-_.]?(alpha|beta|preview|pre|rc|a|b|c){_N})?(?:[-_.]?(post){_N})?"
+                      rf"(?:[-_.]?(dev){_N})?(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?", re.IGNORECASE)
+_PHASE = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "rc": 2, "c": 2, "pre": 2, "preview": 2}
+
+
+def release_key(v: object, key: str) -> tuple:
+    """Sort key of a PEP 440 version (release, a/b/rc, post, dev; a local ``+label`` is
+    ignored); a BundleFormatError naming ``key`` if ``v`` is not one.
+
+    >>> sorted(["0.1.0", "0.1.0rc1", "0.1.0a1", "0.1.0.dev2", "0.1.0.post1", "0.1a1.dev1"],
+    ...        key=lambda v: release_key(v, "v"))
+    ['0.1.0.dev2', '0.1a1.dev1', '0.1.0a1', '0.1.0rc1', '0.1.0', '0.1.0.post1']
+    >>> release_key("latest", "requires.sensorml")
+    Traceback (most recent call last):
+    ...
+    sensorml.errors.BundleFormatError: requires.sensorml: 'latest' is not a version (like 0.2, 0.2.1 or 0.3.0rc1)
+    """
+    m = _RELEASE.fullmatch(v.strip()) if isinstance(v, str) else None
+    if m is None:
+        raise BundleFormatError(f"{key}: {v!r} is not a version (like 0.2, 0.2.1 or 0.3.0rc1)")
+    rel, phase, pre, post, post_n, dev, dev_n = m.groups()
+    nums = [int(p) for p in rel.split(".")]
+    while len(nums) > 1 and nums[-1] == 0:  # 0.1 == 0.1.0
+        nums.pop()
+    if phase is not None:
+        stage = (0, _PHASE[phase.lower()], int(pre or 0))
+    elif dev is not None and post is None:
+        stage = (-1, 0, 0)  # 0.1.dev1 comes before 0.1a1
+    else:
+        stage = (1, 0, 0)
+    return (tuple(nums), stage, -1 if post is None else int(post_n or 0),
+            math.inf if dev is None else int(dev_n or 0))
 
 
 def check_compatible(raw: dict, where: str) -> None:
@@ -75,7 +110,8 @@ def check_compatible(raw: dict, where: str) -> None:
         hint = f"sensorml >= {need}" if need else f"a sensorml that reads bundle format {fmt}"
         raise IncompatibleBundle(f"{where}: bundle format {fmt} needs {hint}; this gateway runs "
                                  f"sensorml {__version__} (reads format {FORMAT_VERSION})")
-    if need and _vt(need) > _vt(__version__):
+    if need is not None and release_key(need, f"{where}: requires.sensorml") > \
+            release_key(__version__, "sensorml.__version__"):
         raise IncompatibleBundle(f"{where}: needs sensorml >= {need}; this gateway runs {__version__}")
     spec = raw.get("feature_spec") if isinstance(raw.get("feature_spec"), dict) else {}
     fcv = str(req.get("feature_code_version", spec.get("feature_code_version", FEATURE_CODE_VERSION)))

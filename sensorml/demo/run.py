@@ -27,9 +27,8 @@ from pathlib import Path
 from sensorml.demo.procs import Proc
 from sensorml.errors import SensormlError
 
-__all__ = ["Proc", "ROOT", "run_demo", "write_config"]
+__all__ = ["Proc", "run_demo", "write_config"]
 
-ROOT = Path(__file__).resolve().parents[2]
 FLEET = "demo"
 DEVICE = "demo-pump"
 
@@ -132,8 +131,24 @@ def _fresh(work: Path) -> None:
     (work / "state").mkdir(parents=True, exist_ok=True)
 
 
+#: import names of the [train] extra, which the demo's training steps run on
+TRAIN_EXTRA = ("sklearn", "skl2onnx", "onnx", "scipy", "pyarrow")
+
+
+def _check_train_extra() -> None:
+    """Refuse before anything starts (not with a child's traceback at step 4)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in TRAIN_EXTRA if find_spec(m) is None]
+    if missing:
+        raise SensormlError(f"the demo trains models: it needs the [train] extra "
+                            f"({', '.join(missing)} not installed): pip install 'sensorml[train]'")
+
+
 def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
              quick: bool = False) -> int:
+    _check_train_extra()
+    from firmware_bridge.sim.modbus_device import DEFAULT_MAP
     from sensorml.bundles.bundle import keygen
     from sensorml.config import load_config
     from sensorml.gateway.control import call
@@ -143,7 +158,8 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
     work = work.resolve()
     _fresh(work)
     py = sys.executable
-    map_path = ROOT / "data" / "maps" / "sim_pump.toml"
+    map_path = work / DEFAULT_MAP.name  # the simulator's own map, for the gateway's config
+    map_path.write_bytes(DEFAULT_MAP.read_bytes())
     store = f"file://{work / 'cloud'}"
     key = work / "keys" / "signing.key"
 
@@ -271,7 +287,7 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
 def _publish(tl: Timeline, py: str, bundle: Path, store: str, key: Path, version: str) -> None:
     _run(tl, f"publish v{version}", [py, "-m", "training.cli", "--quiet", "publish", str(bundle),
                                      "--store", store, "--key", str(key)])
-    _run(tl, f"desired v{version}", [py, "-m", "sensorml.bundles.desired", "--store", store, "--fleet",
+    _run(tl, f"desired v{version}", [py, "-m", "sensorml.cli", "desired", "--store", store, "--fleet",
                                      FLEET, "--model", DEVICE, "--version", version, "--key",
                                      str(key)])
 

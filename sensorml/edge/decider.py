@@ -35,8 +35,8 @@ consecutive faults and deciding whether they trip is the :class:`Watchdog`'s job
 >>> d.update(0.8).reason
 'score 0.8 ≥ trip 0.7 in 3 of last 3 windows'
 
-Hard limits, the watchdog and the trip latch live in :mod:`sensorml.edge.limits` and
-:mod:`sensorml.edge.watchdog` and are re-exported here.
+Hard limits live in :mod:`sensorml.edge.limits`, the watchdog and the trip latch in
+:mod:`sensorml.edge.watchdog`.
 """
 
 from __future__ import annotations
@@ -47,15 +47,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from sensorml.edge.limits import HardLimit, LimitBreach, LimitChecker, check_limits
-from sensorml.edge.watchdog import TripLatch, TripRecord, Watchdog, WatchdogEvent
 from sensorml.errors import ConfigError
 
-__all__ = [
-    "Verdict", "Thresholds", "Decision", "Decider",
-    "HardLimit", "LimitBreach", "LimitChecker", "check_limits",
-    "Watchdog", "WatchdogEvent", "TripLatch", "TripRecord",
-]
+__all__ = ["Verdict", "Thresholds", "Decision", "Decider"]
 
 
 class Verdict(IntEnum):

@@ -12,27 +12,39 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from firmware_bridge.actuators import trip_all
 from firmware_bridge.block import Block, Quality
 from firmware_bridge.errors import TripError
-from sensorml.edge.decider import Decider, LimitChecker, TripLatch, Verdict, Watchdog
+from sensorml.edge.decider import Decider, Verdict
 from sensorml.edge.features import FeatureExtractor, FeatureSpec
+from sensorml.edge.limits import LimitChecker
+from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.edge.windowing import SlowTracker, Windower
 
 log = logging.getLogger("sensorml.gateway.process")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ActiveModel:
-    """The model the fast path scores with; swapped as a whole on reload."""
+    """The model the fast path scores with: replaced as a whole, never edited."""
 
     scorer: object  # sensorml.edge.scorer.Scorer
     decider: Decider
     version: str
     name: str
+
+
+class Models(Protocol):
+    """Where the fast path reads its model (:class:`sensorml.gateway.slot.ModelSlot`)."""
+
+    #: the live model, read once per window; None: hard limits and watchdog only
+    live: ActiveModel | None
+    #: a candidate in shadow (``offer(features, verdict)``, O(1), never raises), or None
+    shadow: object | None
 
 
 class FastPath:
@@ -42,7 +54,7 @@ class FastPath:
         self,
         spec: FeatureSpec,
         *,
-        model: ActiveModel | None,
+        models: Models,
         limits: LimitChecker | None,
         slow_limits: LimitChecker | None,
         watchdog: Watchdog,
@@ -55,14 +67,13 @@ class FastPath:
         on_reset: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         startup_inhibit_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self._names = spec.names()
         self.windower = Windower(spec)
         self.extractor = FeatureExtractor(spec)
-        self.model = model
-        #: a sensorml.gateway.shadow.ShadowRunner while a candidate model runs in shadow
-        self.shadow = None
+        self.models = models
         self.limits = limits
         self.slow_limits = slow_limits
         self.watchdog = watchdog
@@ -78,14 +89,17 @@ class FastPath:
         self.last_verdict = Verdict.NORMAL
         self.model_failures = 0
         self.last_trip_latency_s: float | None = None
-        self._reset_level = 0.0
+        # the reset input's last level; NaN until its first reading, which is a level to
+        # measure the edge from, not a press (NaN compares false: no edge)
+        self._reset_level = math.nan
         self._sensor_fault = False
         self.startup_inhibit_s = startup_inhibit_s
-        self.inhibit_until = time.monotonic() + startup_inhibit_s
+        self.monotonic = monotonic  # the start-up inhibit's clock (``clock``: event times)
+        self.inhibit_until = monotonic() + startup_inhibit_s
 
     def machine_restarted(self) -> None:
         """After a reset the machine runs up again: hold model trips for the inhibit time."""
-        self.inhibit_until = time.monotonic() + self.startup_inhibit_s
+        self.inhibit_until = self.monotonic() + self.startup_inhibit_s
 
     # ---------------------------------------------------------------- blocks
     def on_fast_block(self, block: Block) -> None:
@@ -126,7 +140,8 @@ class FastPath:
         self.windows += 1
         m = self.m
         m.windows.inc()
-        model = self.model
+        models = self.models
+        model = models.live  # read once: this window is scored and decided by this model
         if model is None:
             return
         slow = None
@@ -165,14 +180,14 @@ class FastPath:
         m.verdicts[verdict].inc()
         m.last_score.set(score)
         t = self.clock()
-        if verdict == Verdict.TRIP and time.monotonic() < self.inhibit_until:
+        if verdict == Verdict.TRIP and self.monotonic() < self.inhibit_until:
             verdict = Verdict.ALARM  # running up after start or reset: alarm, don't trip
         if verdict == Verdict.TRIP:
             self.trip("model", {
                 "score": score, "reason": d.reason, "window_seq": w.seq,
                 "model_version": model.version,
             }, t_recv=w.t_recv, features=x)
-        shadow = self.shadow
+        shadow = models.shadow
         if shadow is not None:  # after the live decision and trip: O(1), never raises
             shadow.offer(x, verdict)
         if verdict != self.last_verdict:

@@ -58,8 +58,8 @@ class Watchdog:
     * **Silence**: ``feed()`` on every block; ``check()`` returns a ``silence`` event once
       when more than ``timeout_s`` passed since the last feed (strictly more), and not
       again until a feed re-arms it. The silence clock starts at the first ``feed()`` or
-      ``check()`` (whichever comes first), or at ``arm()``: a source that never delivers
-      still fires ``timeout_s`` after supervision started.
+      ``check()`` (whichever comes first): a source that never delivers still fires
+      ``timeout_s`` after supervision started.
     * **Gaps**: ``note_gap(n_missing)`` counts missing blocks; a gap of more than
       ``max_gap`` blocks returns a ``gap`` event. With ``gap_window_s`` the missing blocks
       are summed over that sliding window instead (many small gaps add up).
@@ -107,11 +107,6 @@ class Watchdog:
         self.last_model_error: str | None = None
 
     # ------------------------------------------------------------ silence
-    def arm(self, t: float | None = None) -> None:
-        """(Re)start the silence clock now (or at ``t``) without counting a block."""
-        self._last = self.clock() if t is None else t
-        self._fired = False
-
     def feed(self, t: float | None = None) -> None:
         """A block arrived (at ``t`` on the watchdog's clock; now by default)."""
         self._last = self.clock() if t is None else t
@@ -123,14 +118,9 @@ class Watchdog:
         last = self._last
         return 0.0 if last is None else self.clock() - last
 
-    def expired(self) -> bool:
-        """True while more than ``timeout_s`` passed since the last feed."""
-        if self._last is None:
-            self._last = self.clock()
-        return self.clock() - self._last > self.timeout_s
-
     def check(self) -> WatchdogEvent | None:
-        """A ``silence`` event the first time :meth:`expired` is seen true; None otherwise."""
+        """A ``silence`` event the first time more than ``timeout_s`` passed since the last
+        feed (once per silence); None otherwise."""
         if self._last is None:
             self._last = self.clock()
             return None
@@ -199,14 +189,12 @@ class Watchdog:
 
 @dataclass
 class TripRecord:
-    """One trip episode: the first cause, later causes while latched, and its reset."""
+    """One trip episode: the first cause and the later causes while latched."""
 
     reason: dict | str
     tripped_at: float
     causes: list[tuple[float, dict | str]] = field(default_factory=list)
     extra_causes: int = 0  # causes beyond ``TripLatch.max_causes`` (counted, not kept)
-    reset_by: str | None = None
-    reset_at: float | None = None
 
 
 class TripLatch:
@@ -215,20 +203,20 @@ class TripLatch:
     Thread-safe: the fast path trips, the operator's reset comes from another thread.
     Causes arriving while tripped are appended to ``causes`` (the first ``max_causes``
     are kept, the rest counted in ``extra_causes``) so a model repeating TRIP every
-    window cannot grow memory. ``history`` keeps the last ``history_size`` episodes.
+    window cannot grow memory. Who reset it and when is the caller's to record (the
+    gateway writes a ``reset`` event with the peer's identity).
 
     >>> latch = TripLatch()
     >>> latch.trip({"cause": "limit"}, 1.0), latch.trip("model", 2.0), latch.reason
     (True, False, {'cause': 'limit'})
-    >>> latch.reset("operator", 3.0), latch.tripped, latch.reset("operator", 4.0)
+    >>> latch.reset(), latch.tripped, latch.reset()
     (True, False, False)
     """
 
-    def __init__(self, *, max_causes: int = 100, history_size: int = 100) -> None:
+    def __init__(self, *, max_causes: int = 100) -> None:
         self.max_causes = max_causes
         self._cond = threading.Condition(threading.Lock())
         self._current: TripRecord | None = None
-        self._history: collections.deque[TripRecord] = collections.deque(maxlen=history_size)
         self.trips = 0
         self.resets = 0
 
@@ -244,20 +232,16 @@ class TripLatch:
                 else:
                     cur.extra_causes += 1
                 return False
-            cur = self._current = TripRecord(reason, t, [(t, reason)])
-            self._history.append(cur)
+            self._current = TripRecord(reason, t, [(t, reason)])
             self.trips += 1
             self._cond.notify_all()
             return True
 
-    def reset(self, by: str, t: float) -> bool:
-        """Clear the latch (recording who and when). False if it was not tripped."""
+    def reset(self) -> bool:
+        """Clear the latch. False if it was not tripped."""
         with self._cond:
-            cur = self._current
-            if cur is None:
+            if self._current is None:
                 return False
-            cur.reset_by = by
-            cur.reset_at = t
             self._current = None
             self.resets += 1
             self._cond.notify_all()
@@ -289,12 +273,6 @@ class TripLatch:
         with self._cond:
             cur = self._current
             return [] if cur is None else list(cur.causes)
-
-    @property
-    def history(self) -> list[TripRecord]:
-        """Trip episodes, oldest first (the current one last, with ``reset_by`` None)."""
-        with self._cond:
-            return list(self._history)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state for ``sensorml status``."""

@@ -1,4 +1,5 @@
-"""A tiny Prometheus registry: counters, gauges, histograms, the text format, ``/metrics``.
+"""A tiny Prometheus registry: counters, gauges, histograms and their text format (served
+on ``/metrics`` by the gateway's control endpoint, :mod:`sensorml.gateway.control`).
 
 No dependency; made for the fast path: an increment is a plain attribute update
 (~0.1 µs; a histogram observation ~0.5 µs). Cache the labelled child once
@@ -35,17 +36,9 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
-from sensorml.errors import ConfigError
+__all__ = ["Counter", "Gauge", "Histogram", "Registry", "DEFAULT_BUCKETS"]
 
-if TYPE_CHECKING:
-    from http.server import ThreadingHTTPServer
-
-__all__ = ["Counter", "Gauge", "Histogram", "Registry", "serve", "shutdown", "CONTENT_TYPE",
-           "DEFAULT_BUCKETS"]
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -293,43 +286,3 @@ class Registry:
         with self._lock:
             metrics = list(self._metrics.values())
         return "".join(m.render() for m in metrics)
-
-
-def serve(registry: Registry, host: str = "127.0.0.1",
-          port: int = 0) -> tuple[ThreadingHTTPServer, int]:
-    """Serve ``GET /metrics`` on a daemon thread; returns ``(server, port)``.
-
-    Stop it with :func:`shutdown`. Other paths answer 404. (``http.server`` is imported
-    here, not at module level: it pulls in ``ssl``, ~7 MB a gateway does not need.)
-    """
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
-            if self.path.split("?", 1)[0] == "/metrics":
-                code, ctype, body = 200, CONTENT_TYPE, registry.render().encode()
-            else:
-                code, ctype, body = 404, "text/plain; charset=utf-8", b"not found; try /metrics\n"
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    try:
-        server = ThreadingHTTPServer((host, port), Handler)
-    except OSError as e:
-        raise ConfigError(f"metrics: cannot listen on {host}:{port} ({e.strerror}); "
-                          "is another gateway using it? choose another port or 0") from None
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server, server.server_address[1]
-
-
-def shutdown(server: ThreadingHTTPServer) -> None:
-    """Stop serving and close the socket."""
-    server.shutdown()
-    server.server_close()

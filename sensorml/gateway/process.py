@@ -5,8 +5,9 @@
 - one reader thread per source (owned by the source), putting blocks on a bounded queue;
 - the fast-path thread (the caller of :meth:`Gateway.run`), which is the only one that
   windows, scores, decides and trips;
-- the recorder's writer thread (SQLite), the control/metrics HTTP thread, and the
-  model-reload thread (loads and checks a new bundle off the fast path, then swaps it in).
+- the recorder's writer thread (SQLite), the control/metrics HTTP thread, and the model
+  slot's watch thread (:class:`sensorml.gateway.slot.ModelSlot`: loads and checks a new
+  bundle off the fast path, then swaps it in; runs a candidate in shadow).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from firmware_bridge.sources import open_source
 from sensorml.buffer.recorder import Recorder
 from sensorml.bundles.staging import BundleStore, deployment_state
 from sensorml.config import GatewayConfig
-from sensorml.edge.decider import Decider, HardLimit, LimitChecker, Thresholds, TripLatch, Watchdog
-from sensorml.edge.fastpath import ActiveModel, FastPath
+from sensorml.edge.fastpath import FastPath
+from sensorml.edge.limits import HardLimit, LimitChecker
+from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.edge.windowing import SlowTracker
-from sensorml.errors import BundleError, SensormlError, StoreError
-from sensorml.gateway.slot import ShadowDeploy, file_mtime
+from sensorml.errors import SensormlError, StoreError
+from sensorml.gateway.slot import ModelSlot
 from sensorml.gateway.telemetry import GatewayMetrics
 
 log = logging.getLogger("sensorml.gateway.process")
@@ -37,22 +39,22 @@ log = logging.getLogger("sensorml.gateway.process")
 _FAST, _SLOW, _EVENT = 0, 1, 2
 
 
-class Gateway(ShadowDeploy):
-    """Everything one gateway runs, wired from a checked config."""
+class Gateway:
+    """Everything one gateway runs, wired from a checked config. It holds a model slot
+    (:attr:`slot`: the live model and a candidate in shadow) that the fast path reads."""
 
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
         self.spec = cfg.feature_spec()
-        self.metrics = GatewayMetrics()
         self.q: queue.Queue = queue.Queue(maxsize=4096)
         self._stop = threading.Event()
-        self._reload = threading.Event()
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.buffer.path.parent.mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(cfg.buffer.path, queue_size=cfg.buffer.queue_size,
                                  max_bytes=int(cfg.buffer.max_mb * 1024 * 1024),
                                  raw_sample_every=cfg.buffer.raw_sample_every,
                                  device=cfg.device_id, start=False)
+        self.metrics = GatewayMetrics(self.recorder)
         self.latch = TripLatch()
         wd = cfg.watchdog
         self.watchdog = Watchdog(wd.timeout_s, max_gap=wd.max_gap,
@@ -61,17 +63,13 @@ class Gateway(ShadowDeploy):
         self.sources = []
         self.serial_link = None
         self.actuators = []
-        self.model: ActiveModel | None = None
-        self.model_error: str | None = None
-        self._bundle_mtime: tuple = ()
+        self.fast: FastPath | None = None
         self.control = None
-        self.started = time.time()
-        # redeployment: staged bundles, a candidate in shadow (sensorml.bundles.staging/shadow)
-        self.store = BundleStore(cfg.state_dir / "bundles")
-        self.shadow = None  # sensorml.gateway.shadow.ShadowRunner
-        self.last_shadow: dict | None = None
-        self._candidate_seen: tuple | None = None
-        self._model_lock = threading.RLock()
+        self.started, self._started_mono = time.time(), time.monotonic()  # stamp; uptime
+        self.slot = ModelSlot(cfg.model, cfg.decision, cfg.deploy, self.spec,
+                              BundleStore(cfg.state_dir / "bundles"),
+                              record_event=self._record_event,
+                              on_refused=self.metrics.model_refusals.inc)
 
     # --------------------------------------------------------------- set-up
     def _put(self, kind: int, item) -> None:
@@ -104,7 +102,7 @@ class Gateway(ShadowDeploy):
                 log.error("trip actuator not reachable at start: %s", e)
                 self._record_event("actuator", {"error": str(e)})
                 self.actuators.append(open_actuator(spec, serial_link=link, connect=False))
-        self.load_model(initial=True)
+        self.slot.load()
         self._restore_latch()
 
     def _restore_latch(self) -> None:
@@ -141,56 +139,6 @@ class Gateway(ShadowDeploy):
             opts["rate"] = s.rate
         return opts
 
-    def load_model(self, initial: bool = False) -> bool:
-        """Load and check the configured bundle; swap it in only if every check passes."""
-        from sensorml.bundles.bundle import load_bundle
-        from sensorml.bundles.verifychild import verify_in_child
-        from sensorml.edge.scorer import Scorer
-
-        mc = self.cfg.model
-        if mc.bundle is None:
-            return False
-        try:
-            self._bundle_mtime = file_mtime(mc.bundle)
-            bundle = load_bundle(mc.bundle, trusted_keys=list(mc.trusted_keys),
-                                 verify=verify_in_child,
-                                 allow_unsigned=mc.allow_unsigned, expected_spec=self.spec)
-            scorer = Scorer(bundle)
-        except (BundleError, SensormlError, OSError) as e:
-            self.model_error = str(e)
-            kept = f"; keeping model {self.model.version}" if self.model else "; no model: hard limits and watchdog only"
-            log.error("model refused: %s%s", e, kept)
-            self._record_event("model", {"action": "refused", "error": str(e)[:500]})
-            self.metrics.model_refusals.inc()
-            return False
-        man = bundle.manifest
-        new = ActiveModel(scorer, self._decider(man), str(man.version), str(man.name))
-        with self._model_lock:
-            old = self._swap_model(new)
-        self.metrics.model_info(new.name, new.version)
-        self._record_event("model", {"action": "loaded", "name": new.name, "version": new.version,
-                                     "previous": old.version if old else None})
-        log.info("model %s %s loaded", new.name, new.version)
-        return True
-
-    def _decider(self, man) -> Decider:
-        th = man.thresholds
-        d = self.cfg.decision
-        thresholds = Thresholds(
-            warn=d.warn if d.warn is not None else th["warn"],
-            alarm=d.alarm if d.alarm is not None else th["alarm"],
-            trip=d.trip if d.trip is not None else th["trip"],
-        )
-        return Decider(thresholds, k=d.k, n=d.n, hysteresis=d.hysteresis)
-
-    def _swap_model(self, new: ActiveModel) -> ActiveModel | None:
-        old = self.model
-        self.model = new
-        if getattr(self, "fast", None) is not None:
-            self.fast.model = new  # one reference assignment: atomic for the fast path
-        self.model_error = None
-        return old
-
     def _record_event(self, kind: str, detail: dict) -> None:
         self.recorder.record_event(kind, {"device": self.cfg.device_id, **detail}, priority=0)
 
@@ -209,7 +157,7 @@ class Gateway(ShadowDeploy):
                     f"(fast: {', '.join(fast_ch)}; slow: {', '.join(slow_ch) or 'none'})")
         slow_tracker = SlowTracker(self.spec) if self.spec.slow_channels else None
         return FastPath(
-            self.spec, model=self.model,
+            self.spec, models=self.slot,
             limits=LimitChecker(fast_limits, fast_ch) if fast_limits else None,
             slow_limits=LimitChecker(slow_limits) if slow_limits else None,
             watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
@@ -221,12 +169,12 @@ class Gateway(ShadowDeploy):
     # ------------------------------------------------------------- control
     def reset(self, by: str) -> dict:
         """Clear the latch and run every actuator's reset. Called from any thread."""
-        if not self.latch.reset(by, time.time()):
+        if not self.latch.reset():
             return {"ok": True, "detail": "not tripped"}
-        model = self.model
+        model = self.slot.live
         if model is not None:
             model.decider.reset()  # don't re-trip on the windows that caused the trip
-        if getattr(self, "fast", None) is not None:
+        if self.fast is not None:
             self.fast.machine_restarted()
         from firmware_bridge.actuators import reset_all
         from firmware_bridge.errors import BridgeError
@@ -241,13 +189,12 @@ class Gateway(ShadowDeploy):
         return {"ok": not errors, "detail": "; ".join(errors) or "reset"}
 
     def status(self) -> dict:
-        m = self.model
+        slot = self.slot.status()
         return {
             "device_id": self.cfg.device_id, "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "tripped": self.latch.tripped, "trip_reason": self.latch.reason,
-            "model": {"name": m.name, "version": m.version} if m else None,
-            "model_error": self.model_error,
+            "model": slot["model"], "model_error": slot["model_error"],
             "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None
             else round(self.fast.last_trip_latency_s * 1e3, 3),
             "windows": self.fast.windows, "queue_depth": self.q.qsize(),
@@ -255,8 +202,7 @@ class Gateway(ShadowDeploy):
             "recorder": self.recorder.stats(),
             "metrics": self.metrics.summary(),
             "deployment": {**deployment_state(self.cfg.state_dir),
-                           "shadow": self.shadow.progress() if self.shadow else None,
-                           "last_shadow": self.last_shadow},
+                           "shadow": slot["shadow"], "last_shadow": slot["last_shadow"]},
         }
 
     # ----------------------------------------------------------------- run
@@ -272,11 +218,12 @@ class Gateway(ShadowDeploy):
             "device_id": self.cfg.device_id, "started": self.started}))
         for s in self.sources:
             s.start()
-        threading.Thread(target=self._reload_loop, name="model-reload", daemon=True).start()
+        self.slot.start()
         restored = self.latch.reason if self.latch.tripped else None
         if restored is not None:
             self._reassert_trip(restored)
-        self._record_event("start", {"model": self.model.version if self.model else None,
+        live = self.slot.live
+        self._record_event("start", {"model": live.version if live else None,
                                      "tripped": restored})
         log.info("gateway %s running: control on %s:%d", self.cfg.device_id,
                  self.cfg.metrics.host, self.control.port)
@@ -323,28 +270,14 @@ class Gateway(ShadowDeploy):
         (log.warning if ev.kind in ("outage", "error") else log.info)(
             "source %s: %s %s", ev.source, ev.kind, ev.message)
 
-    def _reload_loop(self) -> None:
-        bundle = self.cfg.model.bundle
-        while not self._stop.wait(self.cfg.model.watch_s):
-            with self._model_lock:
-                changed = bundle is not None and file_mtime(bundle) != self._bundle_mtime
-                if self._reload.is_set() or changed:
-                    self._reload.clear()
-                    self.load_model()
-            try:
-                self._check_candidate()
-            except Exception:  # noqa: BLE001 - redeployment must never stop the gateway
-                log.exception("checking the candidate bundle")
-
     def request_reload(self) -> None:
-        self._reload.set()
+        self.slot.request_reload()
 
     def stop(self) -> None:
         self._stop.set()
 
     def close(self) -> None:
-        if self.shadow is not None:
-            self.shadow.stop()
+        self.slot.close()
         for s in self.sources:
             try:
                 s.stop()

@@ -1,8 +1,11 @@
 """The gateway's own figures, in Prometheus text format on ``/metrics``.
 
 Counters the fast path touches are cached children (one attribute update per window).
-Gauges that mirror other objects (queue depth, recorder drops, source counters) are
-read when ``/metrics`` is scraped, never on the fast path.
+Gauges that mirror other objects (queue depth, the model running, source counters) are
+read when ``/metrics`` is scraped, never on the fast path. The recorder registers its own
+families (``sensorml_recorder_*``: queue depth, rows written, dropped and refused by the
+buffer per lane, write errors, evictions, buffer size; see
+:meth:`sensorml.buffer.recorder.Recorder.register_metrics`), also read at scrape time.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    """The gateway's registry; ``recorder``'s families are registered in it too."""
+
+    def __init__(self, recorder) -> None:
         r = self.registry = Registry()
         self.windows = r.counter("sensorml_windows_total", "Windows processed.")
         self.windows_unscored = r.counter("sensorml_windows_unscored_total",
@@ -43,28 +48,25 @@ class GatewayMetrics:
                                        "Source outages, recoveries and errors.")
         self._model = r.gauge("sensorml_model_info", "Model running (1).",
                               ("name", "version"))
-        self._gw = None
+        self._model_shown: tuple[str, str] | None = None
         self._dyn = {
             "queue_depth": r.gauge("sensorml_queue_depth", "Blocks waiting for the fast path."),
             "tripped": r.gauge("sensorml_tripped", "1 while the trip is latched."),
-            "rec_queued": r.gauge("sensorml_recorder_queued", "Rows waiting for the buffer."),
-            "rec_dropped": r.gauge("sensorml_recorder_dropped", "Rows dropped by the recorder.",
-                                   ("kind",)),
             "src": r.gauge("sensorml_source_counter", "Source counters.", ("source", "counter")),
         }
-
-    def model_info(self, name: str, version: str) -> None:
-        self._model._children.clear()
-        self._model.labels(name=name, version=version).set(1)
+        recorder.register_metrics(r)
 
     def _refresh(self, gw) -> None:
         d = self._dyn
         d["queue_depth"].set(gw.q.qsize())
         d["tripped"].set(1 if gw.latch.tripped else 0)
-        st = gw.recorder.stats()
-        d["rec_queued"].set(st.get("queued_total", 0))
-        for kind, n in (st.get("dropped") or {}).items():
-            d["rec_dropped"].labels(kind=kind).set(n)
+        live = gw.slot.live
+        shown = (live.name, live.version) if live else None
+        if shown != self._model_shown:
+            self._model._children.clear()
+            if shown:
+                self._model.labels(name=shown[0], version=shown[1]).set(1)
+            self._model_shown = shown
         for s in gw.sources:
             for k, v in s.stats().items():
                 if isinstance(v, int | float) and not isinstance(v, bool):

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from sensorml.edge.decider import Decider, Thresholds, Verdict
-from sensorml.errors import ConfigError, SensormlError
+from sensorml.errors import ConfigError
 from sensorml.offline.tablefeatures import TableSpec, fill_missing, is_table_spec, table_features
 from sensorml.offline.tableio import Table, read_buffer_scores, read_table
 
-__all__ = ["main", "ScoredRows", "score_rows", "table_matrix", "score_table", "build_parser"]
+__all__ = ["ScoredRows", "score_rows", "table_matrix", "score_table", "add_arguments", "run"]
 
 WARMUP, MISSING = "warmup", "missing"
 
@@ -135,8 +135,9 @@ def _write_csv(path: str, header: list[str], rows) -> None:
     os.replace(tmp, p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sensorml score", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``sensorml score``'s options on *p* (its ``fn`` default is :func:`run`)."""
+    p.set_defaults(fn=run)
     p.add_argument("--bundle", required=True, help="bundle directory or .tar.gz")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--table", help="CSV or Parquet, one row per time step")
@@ -152,23 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=3, help="decider: k of n windows (default 3)")
     p.add_argument("--n", type=int, default=5, help="decider: n (default 5)")
     p.add_argument("--hysteresis", type=float, default=0.1, help="decider hysteresis (0.1)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status 0, or 2 with one line on stderr for a user's mistake."""
-    try:
-        a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
-        return _run(a)
-    except (SensormlError, OSError) as e:
-        print(f"sensorml score: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace) -> int:
+    """Score, write the CSV, print the counts on stderr; a user's mistake raises
+    :class:`~sensorml.errors.SensormlError` (the command line prints it as one line, exit status 2)."""
     from sensorml.bundles.bundle import load_bundle
     from sensorml.edge.scorer import Scorer
 

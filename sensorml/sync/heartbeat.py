@@ -42,7 +42,7 @@ def read_fingerprint(bundle: Path | None) -> tuple[str | None, dict]:
         if p.is_dir():
             m = json.loads((p / "manifest.json").read_text())
         else:
-            from sensorml.bundles.bundle import read_archive
+            from sensorml.bundles.files import read_archive
 
             m = json.loads(read_archive(p)["manifest.json"])
     except (OSError, KeyError, ValueError, Exception):  # noqa: BLE001 - status, not a gate

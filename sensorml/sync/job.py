@@ -26,6 +26,11 @@ Bandwidth: ``max_bytes_per_run`` stops a run before the batch that would pass it
 first batch of a run always goes, so progress never stalls); ``max_bytes_per_s`` paces
 the PUTs. ``upload_raw = false`` keeps raw samples on site.
 
+Clocks: durations and the pace use ``monotonic`` (a wall clock stepped back by NTP is no
+reason to wait); ``clock`` (the wall clock) only stamps. Until the wall clock is plausible
+(``clock_is_set``: not before 2024-01-01) the heartbeat says ``clock.set: false``, and
+batches whose first row was recorded then go under the day ``0000/00/00``.
+
 Plug-in steps (the download side, :mod:`sensorml.bundles.staging`, hooks in here): a step is a
 callable ``step(job: SyncJob) -> dict | None`` run after the upload of every run, with
 ``job.store``, ``job.device``, ``job.config`` (the ``GatewayConfig`` or None) and
@@ -53,7 +58,8 @@ from sensorml.buffer.queries import BufferQueries
 from sensorml.buffer.rows import PendingBatch, Row
 from sensorml.buffer.schema import SYNC_ORDER
 from sensorml.errors import SensormlError, StoreError
-from sensorml.sync.batch import batch_name, encode_batch
+from sensorml.ids import check_device_id
+from sensorml.sync.batch import CLOCK_FLOOR, batch_name, clock_is_set, encode_batch
 from sensorml.sync.stores import Store, open_store
 
 __all__ = ["SyncFailed", "SyncJob", "Step", "default_steps", "lower_priority", "run_sync"]
@@ -71,9 +77,11 @@ class SyncJob:
                  state_dir: str | Path | None = None, bundle: str | Path | None = None,
                  status_window_s: float = 3600.0, steps: Sequence[Step] = (),
                  config: Any = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
                  stop: threading.Event | None = None, max_backoff_s: float = 900.0) -> None:
         self.buffer_path = Path(buffer_path)
-        self.store, self.device, self.config = store, device, config
+        self.store, self.config = store, config
+        self.device = check_device_id(device, "sync: device", StoreError)
         self.upload_raw = upload_raw
         self.batch_rows, self.batch_bytes = max(1, int(batch_rows)), int(batch_bytes)
         self.max_bytes_per_run, self.max_bytes_per_s = int(max_bytes_per_run), float(max_bytes_per_s)
@@ -81,7 +89,7 @@ class SyncJob:
         self.bundle = Path(bundle) if bundle else None
         self.status_window_s = status_window_s
         self.steps = list(steps)
-        self.clock = clock
+        self.clock, self.monotonic = clock, monotonic  # timestamps; durations and pace
         self.stop = stop or threading.Event()
         self.max_backoff_s = max_backoff_s
         self.runs = self.failures = 0
@@ -114,13 +122,13 @@ class SyncJob:
         if not self.buffer_path.exists():
             raise StoreError(f"{self.buffer_path}: no buffer here (has the gateway run?)")
         self.runs += 1
-        t0 = self.clock()
+        t0, m0 = self.clock(), self.monotonic()
         report: dict[str, Any] = {"t": t0, "uploaded": {}, "batches": 0, "bytes": 0,
                                   "capped": False, "error": None}
         with _RunLock(self.buffer_path), BufferQueries.open(self.buffer_path,
                                                             clock=self.clock) as buf:
             try:
-                self._upload(buf, report, t0)
+                self._upload(buf, report, m0)
                 self.last_ok = self.clock()
                 self.last_error = None
             except (SensormlError, OSError) as e:
@@ -134,12 +142,12 @@ class SyncJob:
                 if report["error"] is None:  # the store went away after the upload
                     self.failures += 1
                     self.last_error = report["error"] = str(e)
-        report["seconds"] = round(self.clock() - t0, 3)
+        report["seconds"] = round(self.monotonic() - m0, 3)
         if report["error"]:
             raise SyncFailed(report)
         return report
 
-    def _upload(self, buf: BufferQueries, report: dict, t0: float) -> None:
+    def _upload(self, buf: BufferQueries, report: dict, m0: float) -> None:
         for table in SYNC_ORDER:
             if table == "raw_windows" and not self.upload_raw:
                 self._settle(buf, table, report)  # a batch begun before the setting changed
@@ -160,7 +168,7 @@ class SyncJob:
                 buf.note_pending_batch(table, PendingBatch(name, tuple(ids)))
                 self.store.put(name, data)
                 self._confirmed(buf, table, ids, len(data), report)
-                self._pace(report, t0)
+                self._pace(report, m0)
 
     def _select(self, buf: BufferQueries, table: str) -> list[Row]:
         if table != "raw_windows":
@@ -204,9 +212,9 @@ class SyncJob:
         self.bytes_sent += nbytes
         self.batches += 1
 
-    def _pace(self, report: dict, t0: float) -> None:
-        if self.max_bytes_per_s > 0:
-            ahead = report["bytes"] / self.max_bytes_per_s - (self.clock() - t0)
+    def _pace(self, report: dict, m0: float) -> None:
+        if self.max_bytes_per_s > 0:  # on the monotonic clock: a wall-clock step is no wait
+            ahead = report["bytes"] / self.max_bytes_per_s - (self.monotonic() - m0)
             if ahead > 0:
                 self.stop.wait(ahead)
 
@@ -238,6 +246,8 @@ class SyncJob:
               "backlog": {t: c.unsynced for t, c in counts.items()},
               "rows": {t: c.rows for t, c in counts.items()},
               "upload_raw": self.upload_raw, "buffer": {"evicted": buf.evicted()},
+              "clock": {"set": clock_is_set(now),
+                        "floor": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(CLOCK_FLOOR))},
               "steps": report.get("steps", {})}
         self.store.put(f"status/{self.device}.json",
                        json.dumps(hb, indent=1, default=str).encode())

@@ -235,11 +235,11 @@ def test_modbus_server_restart_and_one_dead_device(tmp_path, fx, procs, fault_re
 
 def test_modbus_link_that_goes_silent_then_returns(tmp_path, fx, procs, fault_report):
     """The link to the Modbus server stays up but nothing answers (a switch port hanging,
-    a gateway PLC frozen): the fault proxy (``tests/faultproxy.py``) drops the open
+    a gateway PLC frozen): the fault proxy (``tests/support/faultproxy.py``) drops the open
     connection and then holds every new one without relaying a byte. Reads time out, the
     outage is reported, windows go on; when the proxy relays again, polling resumes
     within 2 s."""
-    from faultproxy import FaultProxy
+    from support.faultproxy import FaultProxy
 
     from firmware_bridge.sim.modbus_server import ModbusTestServer
 

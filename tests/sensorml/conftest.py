@@ -1,19 +1,25 @@
 """Fixtures for the gateway's end-to-end tests: a trained, signed bundle made from the
-simulator's healthy signal, and helpers that run the simulator and the gateway as real
-processes and read their output lines with deadlines."""
+simulator's healthy signal, and the ``e2e`` helpers that run the simulator and the
+gateway as real processes (``support.procs``)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from gwprocs import Proc, log_json, start_gateway, start_sim, write_config
+from support.procs import (
+    log_json,
+    sim_status,
+    start_gateway,
+    start_sim,
+    wait_sim_state,
+    write_config,
+)
 
 from firmware_bridge.sim.machine import Machine
 from firmware_bridge.sim.schedule import SetPoint
-from sensorml.bundles.bundle import keygen
 from sensorml.edge.features import FeatureExtractor, FeatureSpec
 
 RATE = 25600
@@ -37,11 +43,6 @@ def healthy_features(seconds: float, seed: int) -> tuple[np.ndarray, FeatureSpec
 
 
 @pytest.fixture(scope="session")
-def keys(tmp_path_factory) -> tuple[Path, Path]:
-    return keygen(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="session")
 def bundle(tmp_path_factory, keys) -> Path:
     """A signed IsolationForest bundle trained on 70 s of healthy simulated pump."""
     from training.fit import FeatureTable, fit_bundle
@@ -53,39 +54,9 @@ def bundle(tmp_path_factory, keys) -> Path:
     return out
 
 
-def sim_status(sim: Proc) -> str:
-    """The simulator's own account of the machine (``running``, ``coasting``, ...)."""
-    while not sim.out.empty():
-        sim.out.get_nowait()
-    sim.send("status")
-    return sim.expect(lambda s: s.startswith("ok status"), 5, "answer status")[10:]
-
-
-def wait_sim_state(sim: Proc, states: tuple[str, ...], timeout: float) -> str:
-    """Ask the simulator for its state until it is one of ``states`` (the Modbus device
-    applies coil writes on its next register update, up to 100 ms later)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = sim_status(sim).split()[0]
-        if state in states or time.monotonic() > deadline:
-            return state if state in states else ""
-
-
-def write_gateway_config(tmp_path: Path, body: str) -> Path:
-    return write_config(tmp_path, body)
-
-
-class E2E:
-    """The helpers above, handed to tests as the ``e2e`` fixture."""
-
-    start_sim = staticmethod(start_sim)
-    sim_status = staticmethod(sim_status)
-    wait_sim_state = staticmethod(wait_sim_state)
-    write_gateway_config = staticmethod(write_gateway_config)
-    start_gateway = staticmethod(start_gateway)
-    log_msgs = staticmethod(log_json)
-
-
 @pytest.fixture
-def e2e() -> type[E2E]:
-    return E2E
+def e2e() -> SimpleNamespace:
+    """The process helpers under the names the end-to-end tests use."""
+    return SimpleNamespace(start_sim=start_sim, sim_status=sim_status,
+                           wait_sim_state=wait_sim_state, write_gateway_config=write_config,
+                           start_gateway=start_gateway, log_msgs=log_json)

@@ -103,15 +103,15 @@ def test_healthy_time_span_with_iso_bounds_and_fill_policy(work, tmp_path, capsy
 
 @pytest.mark.parametrize("extra, table, message", [
     (["--columns", "a,b,x"], None,
-     "training fit: run.csv: column 'x' not found (columns: a, b, c, t)"),
+     "training fit: error: run.csv: column 'x' not found (columns: a, b, c, t)"),
     ([], "t,a,b,c\n" + "".join(f"{i},1,{i % 3},2\n" for i in range(17)) + "17,1,abc,2\n",
-     "training fit: run.csv: column 'b' row 17: 'abc' is not a number"),
+     "training fit: error: run.csv: column 'b' row 17: 'abc' is not a number"),
     ([], "t,a,b,c\n" + "".join(f"{i},1,{'' if i == 40 else i},2\n" for i in range(99)),
-     "training fit: run.csv: column 'b' has 1 missing value(s), first at row 40 (1 in all); "
+     "training fit: error: run.csv: column 'b' has 1 missing value(s), first at row 40 (1 in all); "
      "use --nan fill to forward-fill them, or clean the table"),
     (["--healthy-rows", "0:10", "--model", "iforest"], None,
-     "training fit: --healthy-rows 0:10 gives 10 rows; iforest needs at least 50"),
-    (["--healthy-time", "5..1"], None, "training fit: --healthy-time: '5..1' ends before it starts"),
+     "training fit: error: --healthy-rows 0:10 gives 10 rows; iforest needs at least 50"),
+    (["--healthy-time", "5..1"], None, "training fit: error: --healthy-time: '5..1' ends before it starts"),
 ])
 def test_user_mistakes_are_one_line_exit_2(work, tmp_path, capsys, extra, table, message):
     d, priv, _ = work
@@ -134,7 +134,7 @@ def test_other_commands_refuse_clearly(work, capsys):
     assert main(["evaluate", "--bundle", str(d / "bundle"), "--trusted", pub, "--table",
                  str(d / "run.csv"), "--update-bundle"]) == 2
     assert capsys.readouterr().err == \
-        "training evaluate: --update-bundle: needs --key to re-sign the bundle\n"
+        "training evaluate: error: --update-bundle: needs --key to re-sign the bundle\n"
     assert main(["publish", str(d / "bundle"), "--store", str(d / "s2")]) == 2
     assert "--trusted or --key" in capsys.readouterr().err
     assert main(["evaluate", "--bundle", str(d / "bundle"), "--trusted", pub, "--table",
@@ -226,3 +226,47 @@ def test_name_and_version_default_to_the_file_and_the_time(work, tmp_path):
     assert main(args) == 0
     m = load_bundle(tmp_path / "b", trusted_keys=[pub]).manifest
     assert m.name == "run" and len(m.version) == 14 and m.version.isdigit()
+
+
+def test_spec_from_a_bundle_folder_or_archive(work, tmp_path, capsys):
+    """``fit --feature-table F.csv --spec BUNDLE``: the features a bundle's model was
+    scored on, refitted with that bundle's feature spec (folder or .tar.gz)."""
+    d, priv, pub = work
+    src = tmp_path / "src"
+    assert main(fit_args(d, priv, "--healthy-rows", "0:300", "--rolling", "4",
+                         out=str(src))) == 0
+    assert main(["export", str(src), "--out", str(tmp_path / "src.tar.gz"), "--trusted", pub]) == 0
+    m = load_bundle(src, trusted_keys=[pub]).manifest
+    rng = np.random.default_rng(1)
+    table = tmp_path / "features.csv"
+    table.write_text(",".join(m.feature_names) + "\n" + "".join(
+        ",".join(f"{v:.5f}" for v in row) + "\n" for row in rng.normal(size=(120, m.n_features))))
+    for spec in (src, tmp_path / "src.tar.gz"):
+        out = tmp_path / f"refit-{spec.name}"
+        assert main(["--quiet", "fit", "--feature-table", str(table), "--spec", str(spec),
+                     "--model", "pca", "--out", str(out), "--key", priv, "--name", "pump",
+                     "--version", "2"]) == 0
+        fs = load_bundle(out, trusted_keys=[pub]).manifest.feature_spec
+        assert fs["kind"] == "table" and fs["columns"] == ["a", "b", "c"] and fs["rolling"] == 4
+        assert fs["names"] == list(m.feature_names)
+    capsys.readouterr()
+    table.write_text("x,y\n" + "1,2\n" * 60)
+    assert main(["--quiet", "fit", "--feature-table", str(table), "--spec", str(src), "--out",
+                 str(tmp_path / "no"), "--key", priv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"training fit: error: --spec: {src} names {m.n_features} features")
+    assert err.endswith(f"{table} has columns x, y\n") and err.count("\n") == 1
+
+
+def test_sensorml_train_is_the_training_command(work, tmp_path, capsys):
+    from sensorml.cli import main as sensorml_main
+
+    d, priv, pub = work
+    assert sensorml_main(["train", *fit_args(d, priv, "--healthy-rows", "0:300",
+                                             out=str(tmp_path / "b"))]) == 0
+    assert "signed" in capsys.readouterr().out
+    assert sensorml_main(["train", "verify", str(tmp_path / "b"), "--trusted", pub]) == 0
+    assert capsys.readouterr().out.startswith(f"ok {tmp_path / 'b'}: pump 1 (pca")
+    assert sensorml_main(["train", "fit", "--features", str(tmp_path / "none.npz"), "--out",
+                          str(tmp_path / "c"), "--unsigned"]) == 2
+    assert capsys.readouterr().err.startswith("sensorml train fit: error: ")

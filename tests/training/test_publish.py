@@ -6,8 +6,9 @@ import tarfile
 
 import numpy as np
 import pytest
+from support.bundles import example_manifest
 
-from sensorml.bundles.bundle import example_manifest, load_bundle, write_bundle
+from sensorml.bundles.bundle import load_bundle, write_bundle
 from sensorml.bundles.signing import keygen
 from sensorml.errors import BundleSignatureError, ConfigError
 from training.publish import export_bundle, publish, store_root

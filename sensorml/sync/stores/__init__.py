@@ -24,10 +24,18 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sensorml.sync.stores.base import CloudError, NotFound, Store, check_name
+from sensorml.sync.stores.base import (
+    DEFAULT_MAX_BYTES,
+    CloudError,
+    NotFound,
+    ObjectRefused,
+    Store,
+    check_name,
+)
 from sensorml.sync.stores.file import FileStore
 
-__all__ = ["CloudError", "FileStore", "NotFound", "Store", "check_name", "open_store"]
+__all__ = ["CloudError", "DEFAULT_MAX_BYTES", "FileStore", "NotFound", "ObjectRefused", "Store",
+           "check_name", "open_store"]
 
 
 def open_store(url: str, *, endpoint: str = "", region: str = "",

@@ -10,6 +10,7 @@ Endpoint: ``endpoint`` argument (``sync.endpoint``) or ``$SENSORML_S3_ENDPOINT``
 (``http://host:9000`` or ``https://...``; default ``https://s3.amazonaws.com``).
 Credentials (see :func:`load_credentials`): never on the command line and never logged.
 Each ``put`` is a single PUT (no multipart), so an interrupted upload leaves nothing.
+Each ``get`` is a HEAD (the size, checked against the caller's cap) then a GET read to the cap.
 The client does not retry by itself: the sync job owns backoff.
 """
 
@@ -22,7 +23,14 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sensorml.sync.stores.base import CloudError, NotFound, Store, check_name
+from sensorml.sync.stores.base import (
+    DEFAULT_MAX_BYTES,
+    CloudError,
+    NotFound,
+    Store,
+    check_name,
+    too_large,
+)
 
 __all__ = ["S3Store", "load_credentials"]
 
@@ -133,16 +141,27 @@ class S3Store(Store):
         self._call("put", name, self._client.put_object, self.bucket, self._key(name),
                    io.BytesIO(data), len(data), part_size=max(MIN_PART_SIZE, len(data)))
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+        """HEAD first: an object over *max_bytes* is refused before its body is asked for;
+        the body is read to one byte past the cap at most (an object replaced between the
+        HEAD and the GET by a larger one is refused too, and the connection dropped)."""
+        key = self._key(name)
+        size = self._call("stat", name, self._client.stat_object, self.bucket, key).size
+        if size is not None and size > max_bytes:
+            raise too_large(self.url, name, size, max_bytes)
+
         def fetch() -> bytes:
-            r = self._client.get_object(self.bucket, self._key(name))
+            r = self._client.get_object(self.bucket, key)
             try:
-                return r.read()
+                return r.read(max_bytes + 1)
             finally:
-                r.close()
+                r.close()  # a body read only in part is not left on a pooled connection
                 r.release_conn()
 
-        return self._call("get", name, fetch)
+        data = self._call("get", name, fetch)
+        if len(data) > max_bytes:
+            raise too_large(self.url, name, len(data), max_bytes)
+        return data
 
     def list(self, prefix: str = "") -> list[str]:
         full = self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "") \

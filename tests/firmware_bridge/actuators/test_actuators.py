@@ -5,25 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import pty
 import select
 import sys
 import threading
 import time
-import tty
 
 import pytest
-from faultproxy import FaultProxy
 from pymodbus import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from support.devices import Responder
+from support.faultproxy import FaultProxy
+from support.waiting import wait_until
 
 from firmware_bridge.actuators import (
     ActionResult,
     ActuatorSpec,
-    TripChain,
     open_actuator,
+    reset_all,
     trip_all,
 )
 from firmware_bridge.errors import ConfigError, PortError, TripError
@@ -335,61 +334,20 @@ def test_command_reset_runs_reset_argv_or_nothing():
 
 
 # --------------------------------------------------------------------- serial
-class PtyDevice:
-    """The device end of a real pty: reads commands, streams CSV, acks as told."""
-
-    def __init__(self, ack: bool = True, frames: bool = False) -> None:
-        self.master, slave = pty.openpty()
-        tty.setraw(slave)  # no echo before pyserial opens it
-        self.path = os.ttyname(slave)
-        self._slave = slave  # keep the slave open so the master never sees EOF
-        self.ack, self.frames = ack, frames
-        self.commands: list[str] = []
-        self._got = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _reply(self, cmd: str) -> bytes:
-        if self.frames:
+def device(ack: bool = True, frames: bool = False) -> Responder:
+    """The device end of a real pty: records commands and acks them (``frames``: as a
+    message frame; else a data line and a stale ack for something else first, so only
+    the real ack may count), or stays silent (``ack=False``)."""
+    def reply(cmd: str) -> bytes:
+        if not ack:
+            return b""
+        if frames:
             from firmware_bridge.codec.frames import encode_message
 
             return encode_message(f"ack {cmd}")
-        # a stale ack for something else and data lines first: only the real ack counts
         return b"0.1,0.2,0.3\n#ack RESETX\n" + f"#ack {cmd}\n".encode()
 
-    def _run(self) -> None:
-        buf = b""
-        while not self._stop.is_set():
-            r, _, _ = select.select([self.master], [], [], 0.05)
-            if not r:
-                continue
-            try:
-                buf += os.read(self.master, 4096)
-            except OSError:
-                return
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                cmd = line.strip().decode()
-                with self._got:
-                    self.commands.append(cmd)
-                    self._got.notify_all()
-                if self.ack:
-                    os.write(self.master, self._reply(cmd))
-
-    def wait_commands(self, n: int, timeout: float = 5.0) -> list[str]:
-        with self._got:
-            self._got.wait_for(lambda: len(self.commands) >= n, timeout)
-            return list(self.commands)
-
-    def __enter__(self) -> PtyDevice:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        os.close(self.master)
-        os.close(self._slave)
+    return Responder(reply)
 
 
 def serial_spec(path: str, fmt: str | None = "csv", **kw) -> ActuatorSpec:
@@ -399,7 +357,7 @@ def serial_spec(path: str, fmt: str | None = "csv", **kw) -> ActuatorSpec:
 
 
 def test_serial_stop_acked_over_pty():
-    with PtyDevice() as dev:
+    with device() as dev:
         act = open_actuator(serial_spec(dev.path))
         try:
             r = act.trip("looseness")
@@ -414,7 +372,7 @@ def test_serial_stop_acked_over_pty():
 def test_serial_ack_by_format_over_pty(frames, fmt):
     """format=frames decodes message frames; without format, either ack counts."""
     pytest.importorskip("firmware_bridge.codec.frames")
-    with PtyDevice(frames=frames) as dev:
+    with device(frames=frames) as dev:
         act = open_actuator(serial_spec(dev.path, fmt))
         try:
             assert act.trip().ok
@@ -425,19 +383,16 @@ def test_serial_ack_by_format_over_pty(frames, fmt):
 def test_serial_command_through_the_running_serial_source():
     """The gateway passes its SerialSource: the command shares the source's port."""
     serial_source = pytest.importorskip("firmware_bridge.sources.serial")
-    with PtyDevice() as dev:
+    with device() as dev:
         src = serial_source.SerialSource(f"serial://{dev.path}?format=csv", lambda b: None)
         src.start()
         try:
-            opened = threading.Event()
-            deadline = time.monotonic() + 5
-            while not src.is_open and time.monotonic() < deadline:
-                opened.wait(0.005)  # bounded poll on the reader opening its port
+            wait_until(lambda: src.is_open, 5, "the source to open its port", every=0.005)
             act = open_actuator(serial_spec(dev.path), serial_link=src)
             r = act.trip("imbalance")
             assert r.ok and r.attempts == 1 and "STOP acked" in r.detail
             assert dev.wait_commands(1) == ["STOP"]
-            with PtyDevice() as other:  # a link for another port is not used for this one
+            with device() as other:  # a link for another port is not used for this one
                 act2 = open_actuator(serial_spec(other.path), serial_link=src)
                 try:
                     assert act2.trip().ok and other.wait_commands(1) == ["STOP"]
@@ -452,7 +407,7 @@ def test_serial_command_through_the_running_serial_source():
 
 
 def test_serial_no_ack_times_out_and_raises():
-    with PtyDevice(ack=False) as dev:
+    with device(ack=False) as dev:
         act = open_actuator(serial_spec(dev.path, timeout=0.1, retries=1))
         try:
             with pytest.raises(TripError, match=r"no '#ack STOP' from .* within 100 ms") as e:
@@ -479,10 +434,9 @@ def test_trip_all_tries_every_actuator_and_lists_failures(server):
         assert server.get_coils(1, 2) == [True]  # the failure did not stop the coil trip
         ok = [r.ok for r in e.value.results]
         assert ok == [False, True]
-        chain = TripChain([good])
-        results = chain.trip("again")
+        results = trip_all([good], "again")
         assert len(results) == 1 and results[0].ok
-        assert chain.reset()[0].ok and server.get_coils(1, 2) == [False]
+        assert reset_all([good])[0].ok and server.get_coils(1, 2) == [False]
     finally:
         good.close()
         bad.close()

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
+from support.devices import Collector
 
-from firmware_bridge.block import Block, Quality
+from firmware_bridge.block import Quality
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.modbus.codec import encode_value
 from firmware_bridge.modbus.plan import plan_reads
 from firmware_bridge.modbus.regmap import TYPE_WIDTH, parse_map
 from firmware_bridge.sim.modbus_server import ModbusTestServer
-from firmware_bridge.sources import SourceEvent, open_source
+from firmware_bridge.sources import open_source
 from firmware_bridge.sources.modbus import ModbusSource
 
 
@@ -34,45 +33,6 @@ def _quiet_pymodbus():
     logger.setLevel(logging.CRITICAL)
     yield
     logger.setLevel(old)
-
-
-class Collector:
-    """Blocks and events from a source, with waits on a condition and a deadline."""
-
-    def __init__(self) -> None:
-        self.blocks: list[Block] = []
-        self.events: list[SourceEvent] = []
-        self._cond = threading.Condition()
-
-    def on_block(self, block: Block) -> None:
-        with self._cond:
-            self.blocks.append(block)
-            self._cond.notify_all()
-
-    def on_event(self, event: SourceEvent) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def wait(self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out waiting for {what or predicate}")
-                self._cond.wait(left)
-
-    def wait_blocks(self, n: int, timeout: float = 5.0) -> list[Block]:
-        start = len(self.blocks)
-        self.wait(lambda: len(self.blocks) >= start + n, timeout, f"{n} blocks")
-        with self._cond:
-            return self.blocks[start : start + n]
-
-    def kinds(self, device: int | None = None) -> list[str]:
-        with self._cond:
-            return [e.kind for e in self.events
-                    if device is None or e.message.startswith(f"device {device}")]
 
 
 def pts(*specs: tuple) -> dict:
@@ -185,7 +145,7 @@ def test_a_dead_device_never_stops_the_others(unknown):
                           backoff_s=0.1, backoff_max_s=0.4)
         src.start()
         try:
-            col.wait(lambda: "outage" in col.kinds(3), what="outage of device 3")
+            col.wait(lambda c: "outage" in c.kinds(3), what="outage of device 3")
             t0 = time.monotonic()
             blocks = col.wait_blocks(30)
             elapsed = time.monotonic() - t0
@@ -213,10 +173,10 @@ def test_a_slow_device_goes_down_and_recovers_while_others_flow():
         try:
             col.wait_blocks(3)
             server.set_delay(2, 0.2)  # answers after the 50 ms timeout
-            col.wait(lambda: "outage" in col.kinds(2), what="outage of device 2")
+            col.wait(lambda c: "outage" in c.kinds(2), what="outage of device 2")
             down = col.wait_blocks(10)
             server.set_delay(2, 0.0)
-            col.wait(lambda: "recovered" in col.kinds(2), what="device 2 recovered")
+            col.wait(lambda c: "recovered" in c.kinds(2), what="device 2 recovered")
             after = col.wait_blocks(3)
         finally:
             src.stop()
@@ -236,13 +196,13 @@ def test_server_restart_on_the_same_port_gives_outage_then_recovered():
         try:
             col.wait_blocks(2)
             server.stop()
-            col.wait(lambda: col.kinds().count("outage") == 2, what="outage of both devices")
+            col.wait(lambda c: c.kinds().count("outage") == 2, what="outage of both devices")
             dark = col.wait_blocks(5)
             server.set_registers(1, "holding", 0, [55])  # changed while the link was down
             server.start()
             assert server.port == port
-            col.wait(lambda: col.kinds().count("recovered") == 2, what="both devices recovered")
-            col.wait(lambda: any(b.quality & Quality.RECOVERED for b in col.blocks),
+            col.wait(lambda c: c.kinds().count("recovered") == 2, what="both devices recovered")
+            col.wait(lambda c: any(b.quality & Quality.RECOVERED for b in c.blocks),
                      what="a block flagged RECOVERED")
             after = col.wait_blocks(2)
         finally:
@@ -316,7 +276,7 @@ def test_rtu_over_a_pty_line_with_a_silent_device():
     """pymodbus's RTU server on one end of a pty null-modem line, the source on the
     other: values arrive, and an absent drop (device 3, silent as on RS-485) does not
     stop the two live ones."""
-    from firmware_bridge.sim.modbus_server import pty_link
+    from firmware_bridge.sim.ptylink import pty_link
 
     regmap = parse_map(pts(("a", 1, "holding", 0, "float32"), ("b", 2, "coil", 4),
                            ("gone", 3, "holding", 0)))
@@ -330,7 +290,7 @@ def test_rtu_over_a_pty_line_with_a_silent_device():
                           rate=20.0, timeout_s=0.1)
         src.start()
         try:
-            col.wait(lambda: "outage" in col.kinds(3), what="outage of device 3")
+            col.wait(lambda c: "outage" in c.kinds(3), what="outage of device 3")
             blocks = col.wait_blocks(5)
         finally:
             src.stop()

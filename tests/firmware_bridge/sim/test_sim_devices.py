@@ -11,9 +11,7 @@ import os
 import queue
 import select
 import signal
-import subprocess
 import sys
-import threading
 import time
 import tty
 from pathlib import Path
@@ -21,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from support.procs import Proc, quit_sim
+from support.waiting import wait_until
 
 from firmware_bridge.codec.csvlines import CsvDecoder
 from firmware_bridge.codec.frames import DecodedFrame, FrameDecoder, Message
@@ -28,6 +28,7 @@ from firmware_bridge.modbus.codec import decode_point
 from firmware_bridge.modbus.regmap import load_map
 from firmware_bridge.sim import cli
 from firmware_bridge.sim.faults import FAULT_BITS, FAULTS
+from firmware_bridge.sim.modbus_device import DEFAULT_MAP
 from firmware_bridge.sim.replay import read_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -35,68 +36,22 @@ SAMPLE = REPO / "data" / "sim" / "pump_outer_race_2k.csv"
 FAST = ["--rate", "2000", "--block", "100", "--coast", "0.3s", "--start", "0.5s"]
 
 
-class SimProcess:
-    """The simulator in a subprocess; stdout lines land in a queue."""
-
-    def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "firmware_bridge.sim.cli", *args],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1,
-        )
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.p.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        seen = []
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(f"simulator exited; stdout {seen}, stderr {self.p.stderr.read()}")
-            seen.append(line)
-            if line.startswith(prefix):
-                return line
-        raise AssertionError(f"no line starting {prefix!r} within {timeout} s; got {seen}")
-
-    def send(self, line: str) -> None:
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-
-    def close(self) -> int:
-        if self.p.poll() is None:
-            try:
-                self.send("quit")
-            except (BrokenPipeError, ValueError):  # stdin already closed
-                pass
-        try:
-            return self.p.wait(10)
-        finally:
-            if self.p.poll() is None:
-                self.p.kill()
-                self.p.wait()
-
-
 @pytest.fixture
-def sims():
-    started: list[SimProcess] = []
+def sims(tmp_path, procs):
+    """Start ``sensorml simulate`` with these arguments as a real process (stopped at the
+    end by ``procs``)."""
+    def start(*args: str) -> Proc:
+        sim = Proc([sys.executable, "-m", "firmware_bridge.sim.cli", *args], "simulator",
+                   tmp_path / f"simulator-{len(procs)}.log")
+        procs.append(sim)
+        return sim
 
-    def start(*args: str) -> SimProcess:
-        s = SimProcess(*args)
-        started.append(s)
-        return s
+    return start
 
-    yield start
-    for s in started:
-        s.close()
+
+def said(sim: Proc, prefix: str, timeout: float = 10.0) -> str:
+    """The simulator's next stdout line starting with ``prefix`` (earlier ones skipped)."""
+    return sim.expect(lambda s: s.startswith(prefix), timeout, f"print {prefix!r}")
 
 
 class Pty:
@@ -147,11 +102,10 @@ class FrameReader:
                 raise AssertionError("condition not met before the deadline")
 
 
-def open_serial(sims, *args: str) -> tuple[SimProcess, Pty]:
+def open_serial(sims, *args: str) -> tuple[Proc, Pty]:
     sim = sims("--serial", *FAST, *args)
-    line = sim.expect("serial:")
-    sim.expect("ready")
-    path = line.split()[1]
+    path = said(sim, "serial:").split()[1]
+    said(sim, "ready")
     return sim, Pty(path)
 
 
@@ -165,7 +119,7 @@ def test_frames_stream_in_real_time_and_stop_makes_vibration_die_away(sims):
     running = np.mean([rms(f.samples) for f in frames[1:]])
     port.write(b"STOP\n")
     assert rd.next(Message).text == "ack STOP"
-    sim.expect("event stop by serial")
+    said(sim, "event stop by serial")
     first_after = rd.next()
     assert rms(first_after.samples) > 0.3 * running  # it coasts, it does not cut out
     quiet = rd.until(lambda f: rms(f.samples) < 0.1 * running)
@@ -176,7 +130,7 @@ def test_frames_stream_in_real_time_and_stop_makes_vibration_die_away(sims):
     port.write(b"HELLO\n")
     assert rd.next(Message).text.startswith("err unknown command")
     port.close()
-    assert sim.close() == 0
+    assert quit_sim(sim) == 0
 
 
 def test_stdin_faults_reach_the_wire_and_dropout_silences_the_device(sims):
@@ -184,11 +138,11 @@ def test_stdin_faults_reach_the_wire_and_dropout_silences_the_device(sims):
     rd = FrameReader(port)
     rd.next()
     sim.send("fault spikes 1")
-    sim.expect("ok fault spikes")
+    said(sim, "ok fault spikes")
     rd.until(lambda f: np.abs(f.samples).max() > 4.0)  # a healthy pump never reaches 4 g
     sim.send("clear")
     sim.send("fault dropout")
-    sim.expect("ok fault dropout")
+    said(sim, "ok fault dropout")
     deadline = time.monotonic() + 5
     while data := port.read(0.3):  # until the device has gone quiet for 0.3 s
         rd.items += rd.dec.feed(data)
@@ -198,7 +152,7 @@ def test_stdin_faults_reach_the_wire_and_dropout_silences_the_device(sims):
     back = rd.next()
     assert back.missed >= 5  # 0.3 s of silence = 6 blocks of 50 ms never sent
     sim.send("status")
-    assert "faults=none" in sim.expect("ok status")
+    assert "faults=none" in said(sim, "ok status")
     port.close()
 
 
@@ -208,8 +162,8 @@ def test_the_gateway_serial_source_reads_the_simulator_and_trips_it(sims, fmt):
     from firmware_bridge.sources import open_source
 
     sim = sims("--serial", *FAST, "--format", fmt)
-    path = sim.expect("serial:").split()[1]
-    sim.expect("ready")
+    path = said(sim, "serial:").split()[1]
+    said(sim, "ready")
     blocks: queue.Queue = queue.Queue()
     src = open_source(f"serial://{path}?format={fmt}&rate=2000", blocks.put, strict=True)
     src.start()
@@ -219,7 +173,7 @@ def test_the_gateway_serial_source_reads_the_simulator_and_trips_it(sims, fmt):
         assert first.samples.shape[1] == 3
         latency = src.send_command("STOP", 2.0)
         assert 0 <= latency < 1.0
-        sim.expect("event stop by serial")
+        said(sim, "event stop by serial")
         deadline = time.monotonic() + 5
         while rms(blocks.get(timeout=5).samples) > 0.01:
             assert time.monotonic() < deadline, "vibration did not die away after STOP"
@@ -251,30 +205,22 @@ def test_csv_format_header_acks_and_replay_serves_the_recording(sims):
 
 
 def registers(client: ModbusTcpClient, table: str = "input") -> dict[str, float]:
-    pts = [p for p in load_map(REPO / "data" / "maps" / "sim_pump.toml").points if p.table != "coil"]
+    pts = [p for p in load_map(DEFAULT_MAP).points if p.table != "coil"]
     read = client.read_input_registers if table == "input" else client.read_holding_registers
     rr = read(0, count=16, device_id=1)
     assert not rr.isError(), rr
     return {p.name: decode_point(p, rr.registers[p.address : p.address + p.width]) for p in pts}
 
 
-def poll_until(pred, timeout: float = 5.0, every: float = 0.05):
-    """Modbus has no push: read every ``every`` s until ``pred()`` is truthy or the deadline."""
-    ev = threading.Event()
-    deadline = time.monotonic() + timeout
-    while True:
-        out = pred()
-        if out:
-            return out
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        ev.wait(every)
+def poll(pred, what: str):
+    """Modbus has no push: read every 50 ms until ``pred()`` is truthy (5 s deadline)."""
+    return wait_until(pred, 5.0, what, every=0.05)
 
 
 def test_modbus_registers_follow_the_machine_and_the_stop_coil_trips_it(sims):
     sim = sims("--modbus-tcp", "127.0.0.1:0", "--update-hz", "20", *FAST)
-    port = int(sim.expect("modbus-tcp:").rsplit(":", 1)[1])
-    sim.expect("ready")
+    port = int(said(sim, "modbus-tcp:").rsplit(":", 1)[1])
+    said(sim, "ready")
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
     assert client.connect()
     try:
@@ -282,40 +228,41 @@ def test_modbus_registers_follow_the_machine_and_the_stop_coil_trips_it(sims):
             r = registers(client)
             return r if r["vib_rms_ax"] > 0 else None
 
-        v = poll_until(warmed_up)
+        v = poll(warmed_up, "the registers to warm up")
         assert v["speed_rpm"] == pytest.approx(2970, abs=15)
         assert 30 < v["temperature_c"] < 80 and v["current_a"] > 5 and v["pressure_bar"] > 3
         assert v["status"] == 1 and v["fault_code"] == 0 and 0.02 < v["vib_rms_ax"] < 0.2
         assert registers(client, "holding")["speed_rpm"] == pytest.approx(v["speed_rpm"], abs=15)
         assert not client.write_coil(0, True, device_id=1).isError()
-        sim.expect("event stop by modbus coil")
-        poll_until(lambda: registers(client)["speed_rpm"] < 100)
+        said(sim, "event stop by modbus coil")
+        poll(lambda: registers(client)["speed_rpm"] < 100, "the pump to stop")
         assert registers(client)["status"] in (0, 3)
         assert not client.write_coil(0, False, device_id=1).isError()
-        sim.expect("event reset by modbus coil")
-        poll_until(lambda: registers(client)["speed_rpm"] > 2500)
+        said(sim, "event reset by modbus coil")
+        poll(lambda: registers(client)["speed_rpm"] > 2500, "the pump to run again")
         sim.send("stop")  # stopped another way: the coil shows it
-        sim.expect("ok stop")
-        poll_until(lambda: client.read_coils(0, count=1, device_id=1).bits[0])
+        said(sim, "ok stop")
+        poll(lambda: client.read_coils(0, count=1, device_id=1).bits[0], "the stop coil to show the stop")
         sim.send("fault overheating 1")
-        poll_until(lambda: int(registers(client)["fault_code"]) & FAULT_BITS["overheating"])
+        poll(lambda: int(registers(client)["fault_code"]) & FAULT_BITS["overheating"],
+             "the overheating fault bit")
     finally:
         client.close()
-    assert sim.close() == 0
+    assert quit_sim(sim) == 0
 
 
 def test_gateway_modbus_source_and_coil_actuator_drive_the_simulated_pump(sims):
     """The gateway's own parts against the simulator: ModbusSource polls the pump through
-    data/maps/sim_pump.toml; the modbus-coil actuator trips and resets it."""
+    the simulator's own map; the modbus-coil actuator trips and resets it."""
     from firmware_bridge.actuators import open_actuator
     from firmware_bridge.actuators.spec import ActuatorSpec
     from firmware_bridge.sources import open_source
 
     sim = sims("--modbus-tcp", "127.0.0.1:0", "--update-hz", "20", *FAST)
-    url = "modbus-tcp://127.0.0.1:" + sim.expect("modbus-tcp:").rsplit(":", 1)[1]
-    sim.expect("ready")
+    url = "modbus-tcp://127.0.0.1:" + said(sim, "modbus-tcp:").rsplit(":", 1)[1]
+    said(sim, "ready")
     blocks: queue.Queue = queue.Queue()
-    src = open_source(f"{url}?map={REPO / 'data' / 'maps' / 'sim_pump.toml'}&rate=20", blocks.put)
+    src = open_source(f"{url}?map={DEFAULT_MAP}&rate=20", blocks.put)
     act = open_actuator(ActuatorSpec(kind="modbus-coil", url=url, address=0))
     src.start()
 
@@ -331,7 +278,7 @@ def test_gateway_modbus_source_and_coil_actuator_drive_the_simulated_pump(sims):
     try:
         speed_until(lambda v: v > 2900)
         assert act.trip("test").ok
-        sim.expect("event stop by modbus coil")
+        said(sim, "event stop by modbus coil")
         speed_until(lambda v: v < 100)
         assert act.reset().ok
         speed_until(lambda v: v > 2500)
@@ -342,25 +289,25 @@ def test_gateway_modbus_source_and_coil_actuator_drive_the_simulated_pump(sims):
 
 def test_modbus_rtu_on_a_pty_serves_the_same_registers(sims):
     sim = sims("--modbus-rtu", "--update-hz", "20", *FAST)
-    sim.expect("modbus-tcp:")
-    path = sim.expect("modbus-rtu:").split()[1]
-    sim.expect("ready")
+    said(sim, "modbus-tcp:")
+    path = said(sim, "modbus-rtu:").split()[1]
+    said(sim, "ready")
     client = ModbusSerialClient(port=path, baudrate=19200, timeout=2)
     assert client.connect()
     try:
         def speed():
             rr = client.read_input_registers(6, count=2, device_id=1)
             assert not rr.isError(), rr
-            pt = load_map(REPO / "data" / "maps" / "sim_pump.toml").point("speed_rpm")
+            pt = load_map(DEFAULT_MAP).point("speed_rpm")
             return decode_point(pt, rr.registers)
 
-        assert poll_until(lambda: speed() > 2900)
+        assert poll(lambda: speed() > 2900, "full speed")
         assert not client.write_coil(0, True, device_id=1).isError()
-        sim.expect("event stop by modbus coil")
-        poll_until(lambda: speed() < 100)
+        said(sim, "event stop by modbus coil")
+        poll(lambda: speed() < 100, "the pump to stop")
     finally:
         client.close()
-    assert sim.close() == 0
+    assert quit_sim(sim) == 0
 
 
 def test_stdin_eof_keeps_serving_and_sigterm_exits_cleanly(sims):
@@ -372,7 +319,7 @@ def test_stdin_eof_keeps_serving_and_sigterm_exits_cleanly(sims):
     assert sim.p.poll() is None
     sim.p.send_signal(signal.SIGTERM)
     assert sim.p.wait(10) == 0
-    sim.expect("bye")
+    said(sim, "bye")
     port.close()
 
 

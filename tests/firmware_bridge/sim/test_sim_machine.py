@@ -258,6 +258,18 @@ class Sink:
         return self.q.get(timeout=5)
 
 
+def first_block(url: str):
+    """The first block a ``sim://`` source gives (its reader stopped afterwards)."""
+    sink = Sink()
+    src = open_source(url, sink.put)
+    src.start()
+    try:
+        return sink.get()
+    finally:
+        sink.closed.set()
+        src.stop()
+
+
 def test_sim_source_streams_blocks_as_fast_as_taken_and_obeys_stop():
     sink = Sink()
     src = open_source("sim://pump?rate=2000&block=100&realtime=0&seed=1&coast=0.2s", sink.put)
@@ -302,23 +314,13 @@ def test_sim_source_dropout_means_no_blocks_then_a_gap():
 
 
 def test_sim_source_slow_mode_and_replay_urls():
-    sink = Sink()
-    src = open_source("sim://pump?rate=2000&slow=1&realtime=0", sink.put)
-    src.start()
-    b = sink.get()
-    sink.closed.set()
-    src.stop()
+    b = first_block("sim://pump?rate=2000&slow=1&realtime=0")
     assert b.channels == ("temperature_c", "current_a", "pressure_bar", "speed_rpm")
     assert b.samples.shape == (1, 4) and b.rate == pytest.approx(10.0)
-    sink = Sink()
-    src = open_source(f"sim://replay?file={SAMPLE}&realtime=0&block=512", sink.put)
-    src.start()
-    b = sink.get()
-    sink.closed.set()
-    src.stop()
+    b = first_block(f"sim://replay?file={SAMPLE}&realtime=0&block=512")
     assert b.channels == ("ax", "ay", "az") and b.rate == 2048.0
     with pytest.raises(ConfigError, match="fault"):
-        open_source("sim://pump?fault=rust", sink.put)
+        open_source("sim://pump?fault=rust", print)
 
 
 def test_sim_url_fault_schedule_and_inject_while_running():
@@ -345,10 +347,5 @@ def test_sim_url_mistakes_name_the_key_and_channels_select_columns():
         open_source("sim://pump?fualt=outer_race", print)
     with pytest.raises(ConfigError, match="channels: bx not in ax, ay, az"):
         open_source("sim://pump?channels=bx", print)
-    sink = Sink()
-    src = open_source("sim://motor?rate=2000&realtime=0&channels=az,ax", sink.put)
-    src.start()
-    b = sink.get()
-    sink.closed.set()
-    src.stop()
+    b = first_block("sim://motor?rate=2000&realtime=0&channels=az,ax")
     assert b.channels == ("az", "ax") and b.samples.shape == (256, 2)

@@ -17,7 +17,8 @@ from firmware_bridge.codec.csvlines import encode_csv
 from firmware_bridge.codec.frames import encode_frame, encode_message
 from firmware_bridge.errors import ConfigError, PortError, TripError
 from firmware_bridge.sources import open_source
-from firmware_bridge.sources.serial import SerialSource, describe_open_error
+from firmware_bridge.sources.serial import SerialSource
+from firmware_bridge.sources.serialport import describe_open_error
 
 FAST = {"reopen_backoff": (0.02, 0.2), "read_timeout": 0.05}
 

@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support.bundles import example_manifest
 
-from sensorml.bundles.bundle import example_manifest, load_bundle, unpack_bundle, write_bundle
+from sensorml.bundles.bundle import load_bundle, unpack_bundle, write_bundle
 from sensorml.bundles.signing import fingerprint, keygen, load_public_key, public_key_b64
 from sensorml.edge.features import FeatureSpec
 from sensorml.edge.scorer import Scorer

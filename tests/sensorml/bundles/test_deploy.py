@@ -8,9 +8,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from support.bundles import linear_onnx
 
 from sensorml.bundles.bundle import write_bundle
 from sensorml.bundles.desired import make_desired
@@ -21,19 +20,6 @@ from sensorml.config import parse_config
 from sensorml.errors import BundleHashError, BundleSignatureError, BundleSpecError
 
 T0 = 1_790_000_000.0
-
-
-def linear_onnx(n: int, weight: float = 0.0, bias: float = 0.0) -> bytes:
-    """score = x · w + b, as a real ONNX graph for onnxruntime."""
-    w = numpy_helper.from_array(np.full((n, 1), weight, np.float32), "w")
-    b = numpy_helper.from_array(np.array([bias], np.float32), "b")
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["score"])],
-        "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])], [w, b])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
 
 
 def cfg_of(tmp_path: Path, pub: Path, **deploy):

@@ -101,10 +101,10 @@ def test_malformed_files_name_the_field(change, msg):
 
 
 def test_the_desired_command_writes_a_signed_file_gateways_accept(kp, tmp_path, capsys):
-    from sensorml.bundles.desired import main
+    from sensorml.cli import main
 
     cloud = tmp_path / "cloud"
-    assert main(["--store", f"file://{cloud}", "--fleet", "pumps", "--model", "pump",
+    assert main(["desired", "--store", f"file://{cloud}", "--fleet", "pumps", "--model", "pump",
                  "--version", "3", "--canary-share", "0.1", "--canary-version", "4",
                  "--key", str(kp[0])]) == 0
     assert "desired/pumps.json: pump 3, canary 10% -> 4" in capsys.readouterr().out
@@ -112,6 +112,6 @@ def test_the_desired_command_writes_a_signed_file_gateways_accept(kp, tmp_path, 
                        (cloud / "desired/pumps.json.sig").read_bytes(), [kp[1]],
                        where="desired/pumps.json", expect_scope="fleet", expect_target="pumps")
     assert (d.version, d.canary_version, d.canary_share) == ("3", "4", 0.1)
-    assert main(["--store", f"file://{cloud}", "--fleet", "pumps", "--model", "pump",
+    assert main(["desired", "--store", f"file://{cloud}", "--fleet", "pumps", "--model", "pump",
                  "--version", "3", "--canary-share", "0.1", "--key", str(kp[0])]) == 2
     assert "canary.share is given without canary.version" in capsys.readouterr().err

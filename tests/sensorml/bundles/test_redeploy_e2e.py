@@ -32,7 +32,7 @@ def sync_run(cfg: Path) -> dict:
 
 
 def redeploy_alone(cfg: Path) -> dict:
-    r = run("sensorml.bundles.fetch", "--config", str(cfg))
+    r = run("sensorml.cli", "redeploy", "--config", str(cfg))
     assert r.returncode in (0, 1), r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 

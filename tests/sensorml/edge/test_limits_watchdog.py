@@ -15,14 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensorml.edge.decider import (
-    HardLimit,
-    LimitBreach,
-    LimitChecker,
-    TripLatch,
-    Watchdog,
-    check_limits,
-)
+from sensorml.edge.limits import HardLimit, LimitBreach, LimitChecker, check_limits
+from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.errors import ConfigError
 
 CH = ("ax", "temperature_c", "pressure_bar")
@@ -171,16 +165,16 @@ def test_watchdog_expires_after_timeout_once_per_silence() -> None:
     wd = Watchdog(0.5, clock)
     wd.feed()
     clock.t += 0.5
-    assert not wd.expired() and wd.check() is None  # exactly timeout_s: not yet
+    assert wd.check() is None  # exactly timeout_s: not yet
     clock.t += 0.01
-    assert wd.expired()
     ev = wd.check()
     assert ev is not None and ev.cause == "silence" and ev.action == "trip"
     assert ev.detail["silent_s"] == pytest.approx(0.51) and ev.t == clock.t
     clock.t += 5
-    assert wd.check() is None and wd.expired()  # still silent, but reported once
+    assert wd.check() is None  # still silent, but reported once
+    assert wd.silent_for() == pytest.approx(5.51)
     wd.feed()
-    assert not wd.expired()
+    assert wd.silent_for() == 0.0
     clock.t += 0.6
     assert wd.check() is not None and wd.silences == 2
 
@@ -195,14 +189,14 @@ def test_watchdog_fires_for_a_source_that_never_delivers() -> None:
     assert ev is not None and ev.action == "alarm"
 
 
-def test_feed_with_explicit_time_and_arm() -> None:
+def test_feed_with_explicit_time() -> None:
     clock = FakeClock(10.0)
     wd = Watchdog(1.0, clock)
-    wd.feed(t=9.5)
+    wd.feed(t=9.5)  # the block arrived before the watchdog was told
+    assert wd.silent_for() == pytest.approx(0.5)
     clock.t = 10.6
-    assert wd.expired()
-    wd.arm()
-    assert not wd.expired() and wd.feeds == 1
+    ev = wd.check()
+    assert ev is not None and ev.detail["silent_s"] == pytest.approx(1.1) and wd.feeds == 1
 
 
 def test_gap_counting_and_max_gap_event() -> None:
@@ -264,11 +258,12 @@ def test_latch_first_cause_wins_later_causes_are_appended() -> None:
     assert latch.tripped_at == 1.0
     assert [c for _, c in latch.causes][1:] == [{"cause": "model", "score": 0.9}, "silence"]
     assert latch.snapshot()["causes"] == 4
-    assert latch.reset("operator", 5.0) is True
-    assert not latch.tripped and latch.reset("operator", 6.0) is False
-    assert latch.trip("model", 7.0) is True  # a new episode
-    h = latch.history
-    assert [r.reset_by for r in h] == ["operator", None] and h[0].reset_at == 5.0
+    assert latch.reset() is True
+    assert not latch.tripped and latch.reset() is False
+    assert latch.snapshot() == {"tripped": False, "trips": 1, "resets": 1}
+    assert latch.trip("model", 7.0) is True  # a new episode, its own first cause
+    assert latch.snapshot() == {"tripped": True, "reason": "model", "tripped_at": 7.0,
+                                "causes": 1, "trips": 2, "resets": 1}
 
 
 def test_latch_reset_from_another_thread_while_the_fast_path_keeps_tripping() -> None:
@@ -289,7 +284,7 @@ def test_latch_reset_from_another_thread_while_the_fast_path_keeps_tripping() ->
         assert latch.wait(True, timeout=5)
         assert latched_by_me.get(timeout=5)
         resets: queue.Queue[bool] = queue.Queue()
-        cli = threading.Thread(target=lambda: resets.put(latch.reset("cli", 0.0)))
+        cli = threading.Thread(target=lambda: resets.put(latch.reset()))
         cli.start()
         cli.join(5)
         assert resets.get(timeout=5) is True
@@ -298,8 +293,7 @@ def test_latch_reset_from_another_thread_while_the_fast_path_keeps_tripping() ->
     finally:
         stop.set()
         th.join(5)
-    assert latch.tripped and latch.history[0].reset_by == "cli"
-    assert latch.trips == len(latch.history) >= 2
+    assert latch.tripped and latch.resets == 1 and latch.trips >= 2
 
 
 def test_exactly_one_of_many_concurrent_trips_latches() -> None:

@@ -104,7 +104,7 @@ def test_hard_limit_trips_over_modbus_without_a_model(tmp_path, procs, e2e):
     procs.append(sim)
     host, port = ends["modbus-tcp"].rsplit(":", 1)
     temp = float(e2e.sim_status(sim).split("temperature_c=")[1].split()[0])
-    from sensorml.demo.run import ROOT
+    from firmware_bridge.sim.modbus_device import DEFAULT_MAP
 
     cfg = e2e.write_gateway_config(tmp_path, f'''
 [source]
@@ -113,7 +113,7 @@ channels = ["ax", "ay", "az"]
 rate = 8000
 [[slow_sources]]
 url = "modbus-tcp://{ends['modbus-tcp']}?rate=20"
-map = "{ROOT / 'data' / 'maps' / 'sim_pump.toml'}"
+map = "{DEFAULT_MAP}"
 [[limits]]
 channel = "temperature_c"
 above = {temp + 3.0}

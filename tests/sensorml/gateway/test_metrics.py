@@ -1,17 +1,15 @@
-"""The Prometheus registry: text format (parsed back), labels, threads, HTTP /metrics."""
+"""The Prometheus registry: text format (parsed back), labels, threads. (``GET /metrics`` on the
+gateway's control port: ``test_gateway_e2e.py``.)"""
 
 from __future__ import annotations
 
 import math
 import re
 import threading
-import urllib.error
-import urllib.request
 
 import pytest
 
-from sensorml.errors import ConfigError
-from sensorml.gateway.metrics import Registry, serve, shutdown
+from sensorml.gateway.metrics import Registry
 
 SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|\Z)')
@@ -124,26 +122,3 @@ def test_threadsafe_counter_is_exact_under_contention():
     s = parse(reg.render())[2]
     assert s[("c_total", frozenset())] == 80000
     assert s[("h_seconds_count", frozenset())] == 80000
-
-
-def test_served_over_http_on_an_ephemeral_port():
-    reg = Registry()
-    reg.counter("sensorml_trips_total", "Trips.").inc()
-    server, port = serve(reg, "127.0.0.1", 0)
-    try:
-        assert port > 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            assert r.status == 200
-            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            body = r.read().decode()
-        assert body == reg.render()
-        assert parse(body)[2][("sensorml_trips_total", frozenset())] == 1
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
-        assert e.value.code == 404
-        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
-            serve(reg, "127.0.0.1", port)
-    finally:
-        shutdown(server)
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)

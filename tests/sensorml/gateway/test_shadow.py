@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support.bundles import example_manifest
 
-from sensorml.bundles.bundle import example_manifest, load_bundle, write_bundle
+from sensorml.bundles.bundle import load_bundle, write_bundle
 from sensorml.edge.decider import Decider, Thresholds, Verdict
 from sensorml.edge.scorer import Scorer
 from sensorml.gateway.shadow import ShadowResult, ShadowRunner

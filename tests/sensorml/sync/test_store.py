@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from sensorml.sync.stores import CloudError, FileStore, NotFound, check_name, open_store
+from sensorml.sync.stores import (
+    CloudError,
+    FileStore,
+    NotFound,
+    ObjectRefused,
+    check_name,
+    open_store,
+)
 from sensorml.sync.stores.s3 import load_credentials
 
 
@@ -69,3 +76,54 @@ def test_credentials_come_from_a_private_file_or_the_environment(tmp_path):
     del env["SENSORML_S3_ACCESS_KEY"]
     assert load_credentials(None, env)["access_key"] == "A2"
     assert load_credentials(None, {})["access_key"] is None
+
+
+def test_the_file_store_follows_no_symbolic_link(tmp_path):
+    """A link planted in the store is refused for reading, never written through, and
+    deleting it removes the link, not its target."""
+    s = FileStore(tmp_path / "cloud", fsync=False)
+    secret = tmp_path / "outside" / "secret.json"
+    secret.parent.mkdir()
+    secret.write_text('{"secret": 1}')
+    (tmp_path / "cloud" / "desired").mkdir()
+    (tmp_path / "cloud" / "desired" / "gw1.json").symlink_to(secret)
+    with pytest.raises(ObjectRefused, match=r"desired/gw1.json is a symbolic link; the store "
+                                            "follows no links$"):
+        s.get("desired/gw1.json")
+    assert not s.exists("desired/gw1.json")
+    (tmp_path / "cloud" / "ingest").mkdir()
+    (tmp_path / "cloud" / "ingest" / "gw1").symlink_to(secret.parent, target_is_directory=True)
+    for op in (lambda: s.get("ingest/gw1/secret.json"),
+               lambda: s.put("ingest/gw1/2026/a.smlb.gz", b"x"),
+               lambda: s.delete("ingest/gw1/secret.json")):
+        with pytest.raises(ObjectRefused, match=r"ingest/gw1 is a symbolic link"):
+            op()
+    assert sorted(p.name for p in secret.parent.iterdir()) == ["secret.json"]
+    s.put("desired/gw1.json", b'{"v": 1}')  # replaces the link itself
+    assert secret.read_text() == '{"secret": 1}' and s.get("desired/gw1.json") == b'{"v": 1}'
+    (tmp_path / "cloud" / "desired" / "gw2.json").symlink_to(secret)
+    s.delete("desired/gw2.json")
+    assert secret.exists() and not (tmp_path / "cloud" / "desired" / "gw2.json").is_symlink()
+
+
+def test_the_file_store_checks_the_size_before_reading(tmp_path):
+    s = FileStore(tmp_path, fsync=False)
+    s.put("desired/gw1.json", b"x" * 1000)
+    assert s.get("desired/gw1.json", max_bytes=1000) == b"x" * 1000
+    with pytest.raises(ObjectRefused, match=r": desired/gw1.json is 1000 bytes, over its "
+                                            r"999-byte limit; not read$"):
+        s.get("desired/gw1.json", max_bytes=999)
+    with open(tmp_path / "huge.json", "wb") as f:
+        f.truncate(1 << 40)  # 1 TiB, sparse
+    with pytest.raises(ObjectRefused, match=f"huge.json is {1 << 40} bytes"):
+        s.get("huge.json")
+
+
+def test_a_fifo_in_the_file_store_is_refused_without_blocking(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes; the store opens it
+    non-blocking and refuses it as not a regular file."""
+    s = FileStore(tmp_path, fsync=False)
+    os.mkfifo(tmp_path / "status.json")
+    with pytest.raises(ObjectRefused, match="status.json is not a regular file"):
+        s.get("status.json")
+    assert not s.exists("status.json")

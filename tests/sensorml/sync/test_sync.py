@@ -114,8 +114,8 @@ class Flaky(Store):
         self._maybe()
         return self.inner.exists(name)
 
-    def get(self, name):
-        return self.inner.get(name)
+    def get(self, name, **kw):
+        return self.inner.get(name, **kw)
 
     def list(self, prefix=""):
         return self.inner.list(prefix)
@@ -294,12 +294,29 @@ def test_bytes_per_second_cap_paces_the_puts(tmp_path):
     stop = RecordingStop(10_000)
     now = [0.0]
     job = SyncJob(db, FileStore(tmp_path / "cloud", fsync=False), "gw1", batch_rows=200,
-                  max_bytes_per_s=50_000, stop=stop, clock=lambda: now[0])
+                  max_bytes_per_s=50_000, stop=stop, monotonic=lambda: now[0])
     rep = job.run_once()
     assert rep["batches"] == 10
     # with a frozen clock, the run waits until the time the bytes sent so far need at 50 kB/s
     assert stop.waits == sorted(stop.waits) and len(stop.waits) == 10
     assert stop.waits[-1] == pytest.approx(rep["bytes"] / 50_000, rel=0.01)
+
+
+def test_a_wall_clock_step_back_of_an_hour_does_not_stall_paced_sync(tmp_path):
+    """NTP steps the wall clock back an hour after the first batch: before, each paced batch
+    then waited that hour (the pace was measured on time.time()); the pace is monotonic."""
+    db = tmp_path / "buffer.db"
+    fill(db, scores=2000)
+    stop = RecordingStop(10_000)
+    wall = iter([T0] + [T0 - 3600.0] * 1000)  # one reading before the step, then an hour back
+    job = SyncJob(db, FileStore(tmp_path / "cloud", fsync=False), "gw1", batch_rows=200,
+                  max_bytes_per_s=50_000, stop=stop, clock=lambda: next(wall))
+    rep = job.run_once()
+    assert rep["batches"] == 10 and not any(backlog(db).values())
+    print(f"longest pace wait after the step: {max(stop.waits):.2f} s "
+          f"(the bytes at 50 kB/s need {rep['bytes'] / 50_000:.2f} s)")
+    # (the waits are recorded, not slept: the real monotonic clock moved a little meanwhile)
+    assert 0 < max(stop.waits) <= rep["bytes"] / 50_000
 
 
 def test_sigterm_ends_the_loop_cleanly(tmp_path):
@@ -315,3 +332,23 @@ def test_sigterm_ends_the_loop_cleanly(tmp_path):
     p.terminate()
     assert p.wait(timeout=10) == 0
     assert not any(backlog(db).values())
+
+
+def test_a_clock_not_set_is_in_the_heartbeat_and_names_no_false_day(tmp_path):
+    """A Pi without a real-time clock: rows recorded 40 s after boot in '1970'. The batches
+    go under day 0000/00/00, the heartbeat says the clock is not set; once NTP has set it,
+    new rows go under their day and the heartbeat says so."""
+    db = tmp_path / "buffer.db"
+    fill(db, events=3, start=40.0)
+    store = FileStore(tmp_path / "cloud", fsync=False)
+    now = [45.0]
+    job = SyncJob(db, store, "gw1", clock=lambda: now[0])
+    job.run_once()
+    assert store.list("ingest/") == ["ingest/gw1/0000/00/00/events-000000000001-000000000003.smlb.gz"]
+    assert json.loads(store.get("status/gw1.json"))["clock"] == \
+        {"set": False, "floor": "2024-01-01T00:00:00Z"}
+    now[0] = T0
+    fill(db, events=1, start=T0)
+    job.run_once()
+    assert store.list("ingest/")[-1] == "ingest/gw1/2025/11/24/events-000000000004-000000000004.smlb.gz"
+    assert json.loads(store.get("status/gw1.json"))["clock"]["set"] is True

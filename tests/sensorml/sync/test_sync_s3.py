@@ -1,5 +1,5 @@
 """The sync job against a real S3 protocol server on 127.0.0.1 (moto's server mode), and
-through the fault proxy (``tests/faultproxy.py``): connections dropped in the middle of
+through the fault proxy (``tests/support/faultproxy.py``): connections dropped in the middle of
 requests and responses, and the endpoint answering 500 and 503."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from sensorml.buffer.db import Buffer
 from sensorml.buffer.queries import BufferQueries
 from sensorml.sync.batch import decode_batch
 from sensorml.sync.job import SyncFailed, SyncJob
-from sensorml.sync.stores import CloudError, NotFound, open_store
+from sensorml.sync.stores import CloudError, NotFound, ObjectRefused, open_store
 
 pytest.importorskip("minio")
 moto_server = pytest.importorskip("moto.server")
@@ -70,6 +70,19 @@ def test_s3_store_interface(endpoint, monkeypatch):
     s.delete("status/gw1.json")
     with pytest.raises(NotFound):
         s.get("status/gw1.json")
+
+
+def test_s3_get_checks_the_size_by_head_before_the_body(endpoint, monkeypatch):
+    """The cap is checked on the HEAD's Content-Length; ``tests/faults/test_hostile_store.py``
+    shows the body of a 160 MiB object is then never read (peak RSS of the sync job)."""
+    s = s3store(endpoint, "capped", monkeypatch)
+    s.put("desired/gw1.json", b"x" * 70_000)
+    assert s.get("desired/gw1.json", max_bytes=70_000) == b"x" * 70_000
+    with pytest.raises(ObjectRefused, match=r"^s3://capped/fleet-a: desired/gw1.json is 70000 "
+                                            r"bytes, over its 65536-byte limit; not read$"):
+        s.get("desired/gw1.json", max_bytes=64 << 10)
+    with pytest.raises(NotFound):
+        s.get("desired/gw2.json", max_bytes=64 << 10)
 
 
 def test_wrong_keys_and_missing_bucket_say_so(endpoint, monkeypatch):

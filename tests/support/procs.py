@@ -1,17 +1,21 @@
 """Real processes for the end-to-end and fault tests: the simulator, the gateway, their
-config and their structured log lines. Shared by ``tests/sensorml/conftest.py`` (the
-``e2e`` fixture) and ``tests/faults/conftest.py`` (the ``fx`` fixture); the ``procs``
-fixture that stops them all is in ``tests/conftest.py``."""
+config and their structured log lines. :class:`Proc` is the demo's own child process
+(``sensorml.demo.procs``: lines read into queues, waits with deadlines). Used by the
+``e2e`` fixture (``tests/sensorml/conftest.py``), the ``fx`` fixture
+(``tests/faults/conftest.py``) and the simulator tests; the ``procs`` fixture that stops
+them all is in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from sensorml.demo.procs import Proc
 
-__all__ = ["Proc", "log_json", "start_gateway", "start_sim", "stop_all", "write_config"]
+__all__ = ["Proc", "log_json", "sim_status", "quit_sim", "start_gateway", "start_sim", "stop_all",
+           "wait_sim_state", "write_config"]
 
 
 def write_config(tmp_path: Path, body: str, *, device_id: str = "test-pump",
@@ -48,6 +52,27 @@ def start_sim(tmp_path: Path, *args: str, log_name: str = "simulator.log") -> tu
         ends[kind] = rest.split()[0]
 
 
+def sim_status(sim: Proc) -> str:
+    """The simulator's own account of the machine (``running``, ``coasting``, ...)."""
+    while not sim.out.empty():
+        sim.out.get_nowait()
+    sim.send("status")
+    return sim.expect(lambda s: s.startswith("ok status"), 5, "answer status")[10:]
+
+
+def wait_sim_state(sim: Proc, states: tuple[str, ...], timeout: float) -> str:
+    """Ask the simulator for its state until it is one of ``states`` ("" at the deadline;
+    the Modbus device applies coil writes on its next register update, up to 100 ms
+    later). Each question waits for its answer: no pause between them is needed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = sim_status(sim).split()[0]
+        if state in states:
+            return state
+        if time.monotonic() > deadline:
+            return ""
+
+
 def log_json(gw: Proc, pred, timeout: float, what: str) -> dict:
     """Wait for a structured log line (JSON on stderr) whose message matches ``pred``."""
     line = gw.expect(lambda s: s.startswith("{") and pred(json.loads(s)["msg"]), timeout, what,
@@ -55,12 +80,22 @@ def log_json(gw: Proc, pred, timeout: float, what: str) -> dict:
     return json.loads(line)
 
 
+def _ask_to_quit(sim: Proc) -> None:
+    try:
+        sim.send("quit")
+    except (BrokenPipeError, OSError, ValueError):  # stdin closed, or it is gone
+        pass
+
+
+def quit_sim(sim: Proc, timeout: float = 10.0) -> int:
+    """Ask the simulator to quit (``quit`` on its stdin); its exit status."""
+    _ask_to_quit(sim)
+    return sim.p.wait(timeout)
+
+
 def stop_all(started: list[Proc]) -> None:
     """Stop processes newest first; a simulator is asked to quit before it is stopped."""
     for p in reversed(started):
         if p.name == "simulator":
-            try:
-                p.send("quit")
-            except (BrokenPipeError, OSError, ValueError):
-                pass
+            _ask_to_quit(p)
         p.stop()
