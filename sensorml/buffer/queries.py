@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import sqlite_utils
 
 from sensorml.buffer.connection import connect, pending_migrations, rollback_quietly
 from sensorml.buffer.migrate import apply_migrations
@@ -48,6 +47,7 @@ from sensorml.buffer.rows import (
     row_from_db,
 )
 from sensorml.buffer.schema import LABEL_VERDICTS, RAW_PRIORITY, TABLES, UNSYNCED_ORDER
+from sensorml.buffer.sqlite_utils_edge import sqlite_utils
 from sensorml.errors import StoreError
 
 __all__ = ["BufferQueries"]

@@ -326,3 +326,19 @@ def test_the_gateway_side_never_loads_sqlite_utils(tmp_path):
     assert [r.stdout.strip() for r in runs] == ["False", "False"]
     with read(p) as q:
         assert q.counts()["scores"].rows == 2 and q.device() == "gw1"
+
+
+def test_the_readers_load_sqlite_utils_without_pandas():
+    """sqlite-utils imports pandas whenever it is installed; the buffer's readers (sync,
+    label, offline scoring) are edge code and must not carry it. The masked import is
+    checked with pandas importable (the dev environment has it through the lake extras);
+    a later ``import pandas`` in the same process still works."""
+    pytest.importorskip("pandas")
+    code = ("import sys, sensorml.buffer.queries, sensorml.sync.job\n"
+            "print('pandas' in sys.modules)\n"
+            "import pandas\n"
+            "print(pandas.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "pandas"]
