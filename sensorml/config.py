@@ -125,6 +125,27 @@ class MetricsConfig:
     allow_remote: bool = False
 
 
+HEARTBEAT_KINDS = ("modbus-coil", "modbus-register", "serial")
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """``[heartbeat]``: a life sign the controller watches (sensorml.gateway.lifesigns).
+
+    ``modbus-coil`` toggles coil ``address``, ``modbus-register`` increments holding
+    register ``address`` (mod 65536) of ``device_id`` at ``url``, on a connection of its
+    own; ``serial`` writes ``HB <n>`` on the serial source's line (PROTOCOL.md §4). A beat
+    is sent every ``period_s`` only if the fast path advanced since the last one."""
+
+    kind: str
+    url: str = ""
+    address: int = 0
+    device_id: int = 1
+    period_s: float = 1.0
+    #: one write's time limit (a late device costs the heartbeat thread, never the trip)
+    timeout_s: float = 0.25
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     path: Path
@@ -143,6 +164,8 @@ class GatewayConfig:
     sync: SyncConfig
     metrics: MetricsConfig
     deploy: DeployConfig = DeployConfig()
+    #: None: no heartbeat (the ``[heartbeat]`` table is absent)
+    heartbeat: HeartbeatConfig | None = None
 
     def feature_spec(self):
         """The :class:`~sensorml.edge.features.FeatureSpec` the windows of this gateway produce."""
@@ -220,6 +243,39 @@ def _source(t: Table) -> SourceConfig:
             options[k] = t.raw(k)
     t.done()
     return SourceConfig(url, channels, rate, options)
+
+
+def _heartbeat(t: Table, source: SourceConfig) -> HeartbeatConfig:
+    kind = t.str("kind", choices=HEARTBEAT_KINDS)
+    if kind == "serial":
+        url = t.str("url", "")
+        if url:
+            raise ConfigError(f"{t.key('url')}: a serial heartbeat goes on the serial source's "
+                              "line (source.url); leave url out")
+        if not source.url.startswith("serial:"):
+            raise ConfigError(f"{t.key('kind')}: 'serial' needs a serial:// source "
+                              f"(source.url is {source.url!r})")
+        address, device_id = 0, 1
+    else:
+        url = t.str("url")
+        if not url.startswith(("modbus-tcp://", "modbus-rtu://")):
+            raise ConfigError(f"{t.key('url')}: {url!r} is not a modbus-tcp:// or modbus-rtu:// URL")
+        from firmware_bridge.errors import ConfigError as BridgeConfigError
+        from firmware_bridge.modbus.client import parse_modbus_url
+
+        try:
+            parse_modbus_url(url)
+        except BridgeConfigError as e:
+            raise ConfigError(f"{t.key('url')}: {e}") from None
+        address = t.int("address", lo=0, hi=65535)
+        device_id = t.int("device_id", 1, lo=0, hi=247)
+    period = t.duration("period", 1.0, lo=0.05)
+    timeout = t.duration("timeout", min(0.25, period / 2), lo=0.001)
+    t.done()
+    if timeout >= period:
+        raise ConfigError(f"{t.key('timeout')}: {timeout:g} s is not shorter than "
+                          f"{t.key('period')} ({period:g} s)")
+    return HeartbeatConfig(kind, url, address, device_id, period, timeout)
 
 
 def _failsafe(t: Table, name: str, default: str) -> str:
@@ -354,6 +410,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
     )
     dpt.done()
     check_device_id(deploy.fleet, "deploy.fleet", what="fleet name")
+    heartbeat = _heartbeat(root.table("heartbeat"), source) if root.has("heartbeat") else None
     root.done()
 
     all_channels = set(source.channels)
@@ -369,7 +426,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         path=path or base_dir / "gateway.toml", device_id=device_id, state_dir=state_dir,
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
-        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy,
+        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy, heartbeat=heartbeat,
     )
     try:  # the windows and features are checked with everything else, before anything runs
         cfg.feature_spec()

@@ -96,6 +96,10 @@ class FastPath:
         self.startup_inhibit_s = startup_inhibit_s
         self.monotonic = monotonic  # the start-up inhibit's clock (``clock``: event times)
         self.inhibit_until = monotonic() + startup_inhibit_s
+        #: one more at every :meth:`tick` (every turn of the gateway's loop): the life
+        #: signs (sensorml.gateway.lifesigns) go out only while it moves
+        self.progress = 0
+        self.last_progress = monotonic()
 
     def machine_restarted(self) -> None:
         """After a reset the machine runs up again: hold model trips for the inhibit time."""
@@ -130,7 +134,9 @@ class FastPath:
             self._reset_level = v
 
     def tick(self) -> None:
-        """Called when no block arrived for a while: checks the watchdog."""
+        """Called at every turn of the loop: counts progress, checks the watchdog."""
+        self.progress += 1
+        self.last_progress = self.monotonic()
         ev = self.watchdog.check()
         if ev is not None:
             self._on_watchdog(ev)

@@ -66,6 +66,7 @@ class Gateway:
         self.actuators = []
         self.fast: FastPath | None = None
         self.control = None
+        self.life = None  # sensorml.gateway.lifesigns.LifeSigns, from run()
         self.started, self._started_mono = time.time(), time.monotonic()  # stamp; uptime
         self.slot = ModelSlot(cfg.model, cfg.decision, cfg.deploy, self.spec,
                               BundleStore(cfg.state_dir / "bundles"),
@@ -199,6 +200,9 @@ class Gateway:
             "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None
             else round(self.fast.last_trip_latency_s * 1e3, 3),
             "windows": self.fast.windows, "queue_depth": self.q.qsize(),
+            "fast_path": {"progress": self.fast.progress,
+                          "idle_s": round(time.monotonic() - self.fast.last_progress, 3)},
+            "life_signs": self.life.status() if self.life is not None else {},
             "sources": {s.url: s.stats() for s in self.sources},
             "recorder": self.recorder.stats(),
             "metrics": self.metrics.summary(),
@@ -223,6 +227,12 @@ class Gateway:
         restored = self.latch.reason if self.latch.tripped else None
         if restored is not None:
             self._reassert_trip(restored)
+        from sensorml.gateway.lifesigns import LifeSigns
+
+        fast = self.fast
+        self.life = LifeSigns(self.cfg.heartbeat, lambda: fast.progress,
+                              serial_link=self.serial_link, metrics=self.metrics
+                              ).start(status="armed")
         live = self.slot.live
         self._record_event("start", {"model": live.version if live else None,
                                      "tripped": restored})
@@ -278,6 +288,8 @@ class Gateway:
         self._stop.set()
 
     def close(self) -> None:
+        if self.life is not None:
+            self.life.close()
         self.slot.close()
         for s in self.sources:
             try:

@@ -46,6 +46,10 @@ class GatewayMetrics:
                                      "Blocks dropped because the fast path fell behind.")
         self.source_events = r.counter("sensorml_source_events_total",
                                        "Source outages, recoveries and errors.")
+        self.heartbeats = r.counter("sensorml_heartbeats_total",
+                                    "Heartbeats sent to the controller ([heartbeat]).")
+        self.heartbeat_failures = r.counter("sensorml_heartbeat_failures_total",
+                                            "Heartbeats that failed (device down or refusing).")
         self._model = r.gauge("sensorml_model_info", "Model running (1).",
                               ("name", "version"))
         self._model_shown: tuple[str, str] | None = None
