@@ -96,10 +96,10 @@ def serial_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
         st = control(state, "/status")
         if st["tripped"]:
             res.notes.append(f"gateway tripped during warm-up: {st['trip_reason']}")
-            control(state, "/reset", {"by": "bench"})
+            control(state, "/reset", {"note": "bench"})
 
         def reset() -> None:
-            r = control(state, "/reset", {"by": "bench"})
+            r = control(state, "/reset", {"note": "bench"})
             if not r.get("ok"):
                 res.notes.append(f"reset: {r.get('detail')}")
 
@@ -198,7 +198,7 @@ def modbus_latency(work: Path, bundle: Bundle, data: np.ndarray, rounds: int, tr
         time.sleep(1.0)  # warm up at the real rate
 
         def reset() -> None:
-            control(state, "/reset", {"by": "bench"})
+            control(state, "/reset", {"note": "bench"})
 
         reset()
         deadline = time.monotonic() + budget_s

@@ -216,9 +216,12 @@ def start_gateway(cfg: Path, name: str, work: Path, trace: bool = False,
 
 
 def control(state_dir: Path, path: str, body: dict | None = None) -> dict:
-    from sensorml.gateway.client import call
+    """GET ``path`` over HTTP; with ``body``, POST it over the control socket."""
+    from sensorml.gateway.client import call, command
 
-    return call(state_dir, path, body, timeout=5.0)
+    if body is None:
+        return call(state_dir, path, timeout=5.0)
+    return command(state_dir / "control.sock", path, body, timeout=5.0)
 
 
 def vm(pid: int) -> dict[str, int]:

@@ -118,11 +118,38 @@ class DeployConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    """``[metrics]``: the read-only HTTP listener (``GET /metrics``, ``GET /status``)."""
+
     host: str = "127.0.0.1"
     port: int = 9108
-    #: the control port takes POST /reset without authentication: it listens on
-    #: loopback only, unless this is set (then put it behind a firewall or a proxy)
+    #: listen beyond loopback (a central Prometheus): status and metrics become readable
+    #: by whoever reaches the port; nothing on it can change state
     allow_remote: bool = False
+    #: Host header values served besides 127.0.0.1, localhost, [::1] and ``host``
+    #: (a name or address a scraper uses; anything else is 421: DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+
+
+#: the group whose members may reset and reload when ``control.group`` is not set
+OPERATORS_GROUP = "sensorml-operators"
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """``[control]``: who may reset and reload (SECURITY.md, "Who can reset").
+
+    Resets and reloads go over the unix socket ``socket`` (default
+    ``<state_dir>/control.sock``), mode 0660, group ``group`` (default
+    :data:`OPERATORS_GROUP` if it exists, else the gateway's own group); the event names the
+    peer's real user. ``remote_reset`` opens a separate TCP listener that takes
+    ``POST /reset`` with ``Authorization: Bearer <the token in token_file>`` (a 0600 file)."""
+
+    socket: Path | None = None
+    group: str = ""
+    remote_reset: bool = False
+    remote_host: str = "0.0.0.0"
+    remote_port: int = 9109
+    token_file: Path | None = None
 
 
 HEARTBEAT_KINDS = ("modbus-coil", "modbus-register", "serial")
@@ -164,6 +191,7 @@ class GatewayConfig:
     sync: SyncConfig
     metrics: MetricsConfig
     deploy: DeployConfig = DeployConfig()
+    control: ControlConfig = ControlConfig()
     #: None: no heartbeat (the ``[heartbeat]`` table is absent)
     heartbeat: HeartbeatConfig | None = None
 
@@ -282,6 +310,23 @@ def _failsafe(t: Table, name: str, default: str) -> str:
     return t.str(name, default, choices=FAILSAFE)
 
 
+def _control(t: Table, state_dir: Path) -> ControlConfig:
+    """``[control]``, with ``socket`` resolved (``<state_dir>/control.sock`` when unset)."""
+    d = ControlConfig()
+    c = ControlConfig(
+        socket=t.path_("socket", None) or state_dir / "control.sock",
+        group=t.str("group", d.group),
+        remote_reset=t.bool("remote_reset", d.remote_reset),
+        remote_host=t.str("remote_host", d.remote_host),
+        remote_port=t.int("remote_port", d.remote_port, lo=0, hi=65535),
+        token_file=t.path_("token_file", d.token_file))
+    t.done()
+    if c.remote_reset and c.token_file is None:
+        raise ConfigError("control.token_file: required when control.remote_reset = true "
+                          "(a 0600 file holding the bearer token, e.g. from `openssl rand -hex 32`)")
+    return c
+
+
 def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> GatewayConfig:
     root = Table(data, "", base_dir)
     device_id = check_device_id(root.str("device_id"), "device_id")
@@ -394,12 +439,15 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
     st.done()
     met = root.table("metrics")
     metrics = MetricsConfig(met.str("host", "127.0.0.1"), met.int("port", 9108, lo=0, hi=65535),
-                            met.bool("allow_remote", False))
+                            met.bool("allow_remote", False),
+                            tuple(h.lower() for h in met.str_list("allowed_hosts", ())))
     met.done()
     if not metrics.allow_remote and metrics.host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"metrics.host: {metrics.host!r} is not loopback; the control port "
-                          "accepts POST /reset without authentication (set "
-                          "metrics.allow_remote = true to expose it anyway)")
+        raise ConfigError(f"metrics.host: {metrics.host!r} is not loopback; /metrics and "
+                          "/status would be readable from other hosts (set "
+                          "metrics.allow_remote = true to expose them; resets never go "
+                          "over this port)")
+    control = _control(root.table("control"), state_dir)
     dpt = root.table("deploy")
     deploy = DeployConfig(
         fleet=dpt.str("fleet", "default"),
@@ -427,6 +475,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
         buffer=buffer, sync=sync, metrics=metrics, deploy=deploy, heartbeat=heartbeat,
+        control=control,
     )
     try:  # the windows and features are checked with everything else, before anything runs
         cfg.feature_spec()

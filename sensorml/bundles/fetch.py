@@ -17,7 +17,7 @@ One run of :func:`redeploy`:
    compatibility, signature, hash and feature spec, stage it in
    ``<state_dir>/bundles/<name>/<version>`` (:class:`sensorml.bundles.staging.BundleStore`);
 5. make it the shadow ``candidate`` (or, when nothing is live yet, ``current``) and
-   tell the running gateway (``POST /reload``; its reload loop also polls the links).
+   tell the running gateway (``POST /reload`` on its control socket; its reload loop also polls the links).
 
 The gateway must run what the store says is current: ``model.bundle`` is
 ``<state_dir>/bundles/current``. Run it alone with
@@ -140,7 +140,7 @@ def redeploy(cfg, store=None, *, now: float | None = None, notify: bool = True) 
     bs.note("last_redeploy", res.to_dict())
     (log.warning if res.action == "refused" else log.info)("redeploy: %s: %s", res.action, res.message)
     if notify and res.action in ("shadow", "installed"):
-        notify_gateway(cfg.state_dir)
+        notify_gateway(cfg)
     return res
 
 
@@ -214,14 +214,15 @@ def _apply(cfg, store, bs: BundleStore, now: float, target, accept) -> RedeployR
                           **info)
 
 
-def notify_gateway(state_dir: Path) -> None:
-    """Ask a running gateway to look now (it polls its links anyway)."""
-    from sensorml.gateway.client import call
+def notify_gateway(cfg) -> None:
+    """Ask a running gateway to look now, over its control socket (it polls its links
+    anyway, so a gateway that is not running or a socket this user may not open is fine)."""
+    from sensorml.gateway.client import command
 
-    if not (state_dir / "gateway.json").exists():
+    if not cfg.control.socket.exists():
         return
     try:
-        call(state_dir, "/reload", {"by": "redeploy"}, timeout=2.0)
+        command(cfg.control.socket, "/reload", timeout=2.0)
     except SensormlError as e:
         log.info("gateway not told (%s); its reload loop will see the change", e)
 

@@ -92,5 +92,5 @@ def cmd_rollback(a: argparse.Namespace) -> int:
     before = bs.link(CURRENT)
     name, version = bs.rollback(a.to, reason=a.reason, by=a.by)
     print(f"rolled back to {name} {version}" + (f" (was {before[1]})" if before else ""))
-    notify_gateway(cfg.state_dir)
+    notify_gateway(cfg)
     return 0

@@ -93,9 +93,16 @@ def add_status(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from sensorml.gateway.client import call
+    from sensorml.gateway.client import call, command
 
-    st = call(config(a.config).state_dir, "/status")
+    cfg = config(a.config)
+    try:  # the socket first: an operator may open it but not read the state folder
+        st = command(cfg.control.socket, "/status", method="GET", timeout=5.0)
+    except SensormlError as e:
+        try:
+            st = call(cfg.state_dir, "/status")
+        except SensormlError:
+            raise e from None
     if a.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -125,14 +132,23 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def add_reset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="gateway.toml of the running gateway")
-    p.add_argument("--by", default="sensorml reset", help="who resets (recorded with the event)")
+    p.add_argument("--force", action="store_true",
+                   help="reset even though the trip's cause is still present")
+    p.add_argument("--note", default="", help="what was done (recorded with the event, "
+                                              "beside your user name)")
     p.set_defaults(fn=cmd_reset)
 
 
 def cmd_reset(a: argparse.Namespace) -> int:
-    from sensorml.gateway.client import call
+    """Over the control socket (``[control] socket``): the gateway records the user who
+    runs this. Refused (cause present, too soon): one line, exit 1; no access: exit 2."""
+    from sensorml.gateway.client import command
 
-    r = call(config(a.config).state_dir, "/reset", {"by": a.by})
+    cfg = config(a.config)
+    r = command(cfg.control.socket, "/reset", {"force": a.force, "note": a.note})
+    if r.get("refused"):
+        print(f"reset refused: {r['detail']}", file=sys.stderr)
+        return 1
     print(r["detail"])
     return 0 if r["ok"] else 1
 

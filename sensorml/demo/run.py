@@ -151,7 +151,7 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
     from firmware_bridge.sim.modbus_device import DEFAULT_MAP
     from sensorml.bundles.bundle import keygen
     from sensorml.config import load_config
-    from sensorml.gateway.client import call
+    from sensorml.gateway.client import call, command
     from sensorml.gateway.learn import learn
 
     tl = Timeline()
@@ -214,7 +214,8 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
         if not msg:
             raise SensormlError("demo: the gateway did not load v1; see gateway.log")
         tl.step(f"     sync verified and installed v1; gateway: {msg}")
-        state = load_config(cfg_path).state_dir
+        gw_cfg = load_config(cfg_path)
+        state = gw_cfg.state_dir
         healthy_s = 6.0 if quick else 10.0
         tl.step(f"     healthy for {healthy_s:.0f} s: no trip expected")
         if _wait_log(gw, "TRIP", healthy_s):
@@ -233,7 +234,7 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
                            f"{fault} confirmed at inspection", "--by", "demo"])
         tl.step(f"     operator labels trip #{trip_id} a true fault; bearing replaced; reset")
         sim.send(f"clear {fault}")
-        r = call(state, "/reset", {"by": "demo"})
+        r = command(gw_cfg.control.socket, "/reset", {"note": f"demo: {fault} cleared"})
         tl.step(f"     reset: {r['detail']}")
         after_s = 8.0 if quick else 15.0
         tl.step(f"     running healthy again for {after_s:.0f} s")

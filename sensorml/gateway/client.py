@@ -1,12 +1,21 @@
-"""Talking to a running gateway from another process (``sensorml status``, ``sensorml
-reset``, the sync heartbeat, the redeploy step): one HTTP/1.0 request per connection,
-written and read with :mod:`sensorml.gateway.httpwire` (no ``urllib``/``http.client``).
+"""Talking to a running gateway from another process: one HTTP/1.0 request per
+connection, written and read with :mod:`sensorml.gateway.httpwire` (no ``urllib``).
+
+- :func:`call` reads over the HTTP port (``GET /status``: the sync heartbeat, and
+  ``sensorml status`` for a user who may not open the socket);
+- :func:`command` changes state over the unix control socket (``POST /reset``, ``POST
+  /reload``: ``sensorml reset``, the redeploy step; ``GET /status``: ``sensorml status``,
+  which works for an operator even when the state folder is closed to them). The socket's file permissions say
+  who may; the gateway records who did from the kernel (``SO_PEERCRED``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sensorml.errors import SensormlError
@@ -62,3 +71,55 @@ def call(state_dir: Path, path: str, body: dict | None = None, timeout: float = 
     except (OSError, HttpError) as e:
         raise SensormlError(f"gateway at {host}:{port} does not answer ({e}); "
                             "is it running?") from None
+
+
+@contextmanager
+def unix_name(path: Path) -> Iterator[str]:
+    """A name for ``path`` that fits a unix socket address (at most 107 bytes): the path
+    itself, or ``/proc/self/fd/<its folder>/<name>`` for a deep one."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def _no_access(path: Path, e: OSError) -> SensormlError:
+    if isinstance(e, PermissionError):
+        import grp
+
+        try:
+            group = grp.getgrgid(os.stat(path).st_gid).gr_name
+        except (OSError, KeyError):
+            from sensorml.config import OPERATORS_GROUP
+
+            group = OPERATORS_GROUP
+        return SensormlError(f"permission denied on {path}: add your user to group {group} "
+                             "(then log in again)")
+    if isinstance(e, FileNotFoundError | ConnectionRefusedError):
+        return SensormlError(f"no gateway listens on {path} ({e.strerror}); is it running?")
+    return SensormlError(f"gateway at {path} does not answer ({e})")
+
+
+def command(socket_path: Path, path: str, body: dict | None = None,
+            timeout: float = 30.0, method: str = "POST") -> dict:
+    """POST ``body`` (or GET) ``path`` over the control socket; the gateway's JSON answer.
+    A missing socket or one this user may not open is a one-line :class:`SensormlError`;
+    an answer the gateway gave (refused or not) is returned as it is."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, \
+                unix_name(socket_path) as name:
+            s.settimeout(timeout)
+            s.connect(name)
+            code, answer = exchange(s, method, path, (body or {}) if method == "POST" else None,
+                                    "localhost", timeout)
+    except HttpError as e:
+        raise SensormlError(f"gateway at {socket_path}: {e.message}") from None
+    except OSError as e:
+        raise _no_access(socket_path, e) from None
+    if code >= 400 and "refused" not in answer:
+        raise SensormlError(f"gateway at {socket_path}: {answer.get('error', code)}")
+    return answer

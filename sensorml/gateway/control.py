@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from sensorml.gateway.httpwire import Head, HttpError, parse_head, render
@@ -135,11 +136,15 @@ class ControlServer:
         self._stopping = threading.Event()
         self._loop = threading.Thread(target=self._serve, name="control", daemon=True)
         self._worker = threading.Thread(target=self._work, name="control-cmd", daemon=True)
+        self._paths: list[tuple[Path, int]] = []
         self.refused = 0  # connections closed at once over a cap (for the status)
 
     # ------------------------------------------------------------------ set-up
-    def listen(self, sock: socket.socket, endpoint: Endpoint) -> None:
-        """Serve ``endpoint`` on ``sock`` (bound and listening)."""
+    def listen(self, sock: socket.socket, endpoint: Endpoint, path: Path | None = None) -> None:
+        """Serve ``endpoint`` on ``sock`` (bound and listening); a unix socket's ``path``
+        is removed at :meth:`stop` (if it is still this socket's file)."""
+        if path is not None:
+            self._paths.append((path, os.stat(path).st_ino))
         sock.setblocking(False)
         self._listeners.append((sock, endpoint))
         self._count[endpoint.name] = 0
@@ -162,6 +167,12 @@ class ControlServer:
             self._close(c)
         for s, _ in self._listeners:
             s.close()
+        for path, ino in self._paths:
+            try:
+                if os.stat(path).st_ino == ino:
+                    path.unlink()
+            except OSError:
+                pass
         self._wake_r.close()
         self._wake_w.close()
         self._sel.close()
@@ -360,26 +371,3 @@ def _peer(sock: socket.socket, addr) -> Peer:
         return Peer("unix", uid=uid, pid=pid)
     host, port = addr[0], addr[1]
     return Peer(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-
-
-def tcp_listener(host: str, port: int, key: str) -> socket.socket:
-    """A listening TCP socket on ``host:port``; a one-line error naming ``key`` if taken."""
-    from sensorml.errors import SensormlError
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, addr = infos[0]
-        s = socket.socket(family, socket.SOCK_STREAM)
-    except (OSError, IndexError) as e:
-        raise SensormlError(f"{key}: cannot listen on {host}:{port} ({e})") from None
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(addr)
-        s.listen(64)
-    except OSError as e:
-        s.close()
-        raise SensormlError(
-            f"{key}: cannot listen on {host}:{port} ({e.strerror or e}); "
-            "is another gateway running? use another port or 0") from None
-    os.set_inheritable(s.fileno(), False)
-    return s

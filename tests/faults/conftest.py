@@ -163,10 +163,12 @@ def status(state_dir: Path) -> dict:
     return call(state_dir, "/status")
 
 
-def reset(state_dir: Path, by: str = "fault suite") -> dict:
-    from sensorml.gateway.client import call
+def reset(state_dir: Path, note: str = "fault suite", force: bool = False) -> dict:
+    """A reset over the gateway's control socket (``<state_dir>/control.sock``), as
+    ``sensorml reset`` sends it; the gateway records the user running the tests."""
+    from sensorml.gateway.client import command
 
-    return call(state_dir, "/reset", {"by": by})
+    return command(state_dir / "control.sock", "/reset", {"note": note, "force": force})
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ simulated machine. Nothing is faked; the simulator stands in for the pump."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import signal
 import sqlite3
@@ -76,7 +78,7 @@ url = "serial://{ends['serial']}"
     st = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
     assert st["tripped"] is True and st["trip_reason"]["cause"] == "model"
     w0 = st["windows"]
-    r = cli("reset", "--config", str(cfg), "--by", "test")
+    r = cli("reset", "--config", str(cfg), "--note", "test")
     assert r.returncode == 0 and "reset" in r.stdout
     assert e2e.sim_status(sim).split()[0] in ("starting", "running")
     st = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
@@ -96,7 +98,9 @@ url = "serial://{ends['serial']}"
     assert not (tmp_path / "state" / "gateway.json").exists()
     (trip_ev,) = events(tmp_path, "trip")
     assert trip_ev["sample_to_trip_ms"] > 0 and trip_ev["actions"][0]["ok"] is True
-    assert events(tmp_path, "reset")[0]["by"] == "test"
+    (reset_ev,) = events(tmp_path, "reset")  # the user the kernel names, and the note
+    assert reset_ev["by"] == f"user {pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    assert reset_ev["note"] == "test"
 
 
 def test_hard_limit_trips_over_modbus_without_a_model(tmp_path, procs, e2e):
