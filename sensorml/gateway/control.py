@@ -137,7 +137,6 @@ class ControlServer:
         self._loop = threading.Thread(target=self._serve, name="control", daemon=True)
         self._worker = threading.Thread(target=self._work, name="control-cmd", daemon=True)
         self._paths: list[tuple[Path, int]] = []
-        self.refused = 0  # connections closed at once over a cap (for the status)
 
     # ------------------------------------------------------------------ set-up
     def listen(self, sock: socket.socket, endpoint: Endpoint, path: Path | None = None) -> None:
@@ -218,7 +217,6 @@ class ControlServer:
                 log.error("control %s: accept failed: %s", ep.name, e)
                 return
             if self._count[ep.name] >= ep.cap:
-                self.refused += 1
                 try:
                     sock.send(error_reply(503, f"too many connections (at most {ep.cap})").wire(),
                               socket.MSG_DONTWAIT)
@@ -359,9 +357,6 @@ class ControlServer:
                 return s.getsockname()[1]
         return None
 
-    def connections(self) -> dict[str, int]:
-        """Open connections per listener (read from other threads; a snapshot)."""
-        return dict(self._count)
 
 
 def _peer(sock: socket.socket, addr) -> Peer:

@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,14 +73,15 @@ def reset_args(body: bytes) -> tuple[bool, str]:
     return force, " ".join(note.split())
 
 
-def _reset_job(gw, by: str, body: bytes) -> Reply | Job:
+def _reset_job(gw, who: Callable[[], str], body: bytes) -> Reply | Job:
+    """The reset as a job for the command thread (``who`` too: a user lookup may ask NSS)."""
     try:
         force, note = reset_args(body)
     except SensormlError as e:
         return error_reply(400, str(e))
 
     def run() -> Reply:
-        r = gw.reset(by, force=force, note=note)
+        r = gw.reset(who(), force=force, note=note)
         return json_reply(409 if r.get("refused") else 200, r)
 
     return Job(run)
@@ -152,10 +154,13 @@ class OperatorEndpoint:
         if head.path == "/status":
             return json_reply(200, self.gw.status())
         if head.path == "/reload":
-            log.info("reload requested by %s", peer.who)
-            self.gw.request_reload()
-            return json_reply(200, {"ok": True, "detail": "reload requested"})
-        return _reset_job(self.gw, peer.who, body)
+            def reload() -> Reply:
+                log.info("reload requested by %s", peer.who)
+                self.gw.request_reload()
+                return json_reply(200, {"ok": True, "detail": "reload requested"})
+
+            return Job(reload)
+        return _reset_job(self.gw, lambda: peer.who, body)
 
 
 class RemoteResetEndpoint:
@@ -185,7 +190,7 @@ class RemoteResetEndpoint:
         return None
 
     def handle(self, head: Head, body: bytes, peer: Peer) -> Reply | Job:
-        return _reset_job(self.gw, f"remote token {self.label}", body)
+        return _reset_job(self.gw, lambda: f"remote token {self.label}", body)
 
 
 def read_token(path: Path) -> bytes:
