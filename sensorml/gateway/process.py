@@ -5,7 +5,8 @@
 - one reader thread per source (owned by the source), putting blocks on a bounded queue;
 - the fast-path thread (the caller of :meth:`Gateway.run`), which is the only one that
   windows, scores, decides and trips;
-- the recorder's writer thread (SQLite), the control/metrics HTTP thread, and the model
+- the recorder's writer thread (SQLite), the control server's two threads (a selector loop
+  for every connection, and one that runs commands: :mod:`sensorml.gateway.control`), the model
   slot's watch thread (:class:`sensorml.gateway.slot.ModelSlot`: loads and checks a new
   bundle off the fast path, then swaps it in; runs a candidate in shadow).
 """
@@ -230,11 +231,11 @@ class Gateway:
 
     # ----------------------------------------------------------------- run
     def run(self) -> None:
-        from sensorml.gateway.control import ControlServer
+        from sensorml.gateway.routes import open_control
 
         self.fast = self._build_fastpath()
         self.recorder.start()
-        self.control = ControlServer(self, self.cfg.metrics.host, self.cfg.metrics.port)
+        self.control = open_control(self)
         self.control.start()
         (self.cfg.state_dir / "gateway.json").write_text(json.dumps({
             "pid": os.getpid(), "host": self.cfg.metrics.host, "port": self.control.port,

@@ -151,7 +151,7 @@ def model_running(state_dir: Path | None, buf: BufferQueries, status: dict | Non
                 "model_error": status.get("model_error")}
     if state_dir is not None and (Path(state_dir) / "gateway.json").exists():
         try:
-            from sensorml.gateway.control import call
+            from sensorml.gateway.client import call
 
             st = call(Path(state_dir), "/status", timeout=2.0)
             m = st.get("model") or {}
