@@ -126,7 +126,7 @@ def gateway_state(state_dir: Path | None, timeout: float = 2.0) -> tuple[dict, d
     process = _process_state(pid)
     if process in ("gone", "zombie"):
         return {"state": "not running", "pid": pid, "process": process}, None
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     t0 = time.monotonic()
     try:
