@@ -30,6 +30,9 @@ class SourceConfig:
     channels: tuple[str, ...] = ()
     rate: float | None = None
     options: dict = field(default_factory=dict)
+    #: ``[[slow_sources]] stale_after``: channel -> seconds it must change within
+    #: (``"*"``: every channel of the source); empty: not checked (sensorml.edge.inputs)
+    stale_after: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class WatchdogConfig:
     on_gap: str = "alarm"
     on_model_failure: str = "alarm"
     model_failures: int = 3
+    #: non-finite or frozen fast samples, stale slow points (sensorml.edge.inputs):
+    #: acted on when the condition held this long
+    on_sensor_fault: str = "trip"
+    sensor_fault_for_s: float = 2.0
+    #: a fast channel repeating the exact same value this long is dead (0: not checked)
+    frozen_after_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -269,8 +278,36 @@ def _source(t: Table) -> SourceConfig:
     for k in ("poll_rate", "timeout"):
         if t.has(k):
             options[k] = t.raw(k)
+    stale = _stale_after(t, options.get("map")) if t.has("stale_after") else {}
     t.done()
-    return SourceConfig(url, channels, rate, options)
+    return SourceConfig(url, channels, rate, options, stale)
+
+
+def _stale_after(t: Table, map_path: str | None) -> dict:
+    """``stale_after = "10s"`` (every channel) or ``{ temperature_c = "10s", ... }``."""
+    if not t.path.startswith("slow_sources"):
+        raise ConfigError(f"{t.key('stale_after')}: only for [[slow_sources]] (fast channels "
+                          "are checked by watchdog.frozen_after)")
+    v = t.raw("stale_after")
+    if not isinstance(v, dict):
+        return {"*": t.duration("stale_after", lo=0.001)}
+    st = Table(v, t.key("stale_after"), t.base_dir)
+    out = {ch: st.duration(ch, lo=0.001) for ch in v}
+    names = None
+    if map_path is not None:
+        from firmware_bridge.errors import BridgeError
+        from firmware_bridge.modbus.regmap import load_map
+
+        try:
+            names = [p.name for p in load_map(map_path).points]
+        except BridgeError:
+            names = None  # the map's own error is reported where the source opens it
+    channels = t.data.get("channels") or names
+    for ch in out:
+        if channels and ch not in channels:
+            raise ConfigError(f"{st.key(ch)}: not a channel of this source "
+                              f"({', '.join(channels)})")
+    return out
 
 
 def _heartbeat(t: Table, source: SourceConfig) -> HeartbeatConfig:
@@ -403,6 +440,9 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         on_gap=_failsafe(wt, "on_gap", "alarm"),
         on_model_failure=_failsafe(wt, "on_model_failure", "alarm"),
         model_failures=wt.int("model_failures", 3, lo=1),
+        on_sensor_fault=_failsafe(wt, "on_sensor_fault", WatchdogConfig.on_sensor_fault),
+        sensor_fault_for_s=wt.duration("sensor_fault_for", WatchdogConfig.sensor_fault_for_s),
+        frozen_after_s=wt.duration("frozen_after", WatchdogConfig.frozen_after_s),
     )
     wt.done()
 

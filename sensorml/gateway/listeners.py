@@ -99,7 +99,13 @@ def unix_listener(path: Path, gid: int) -> socket.socket:
         with unix_name(tmp) as name:
             s.bind(name)
         os.chmod(tmp, 0o660)
-        os.chown(tmp, -1, gid)
+        if os.stat(tmp).st_gid != gid:
+            try:
+                os.chown(tmp, -1, gid)
+            except PermissionError as e:
+                raise SensormlError(
+                    f"control.group: cannot give {path} to group {gid} ({e.strerror}; the "
+                    "unit's SystemCallFilter must allow @chown)") from None
         os.replace(tmp, path)
         s.listen(16)
     except OSError as e:

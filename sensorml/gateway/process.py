@@ -159,7 +159,7 @@ class Gateway:
                     f"(fast: {', '.join(fast_ch)}; slow: {', '.join(slow_ch) or 'none'})")
         slow_tracker = SlowTracker(self.spec) if self.spec.slow_channels else None
         return FastPath(
-            self.spec, models=self.slot,
+            self.spec, models=self.slot, inputs=self._input_guard(fast_ch),
             limits=LimitChecker(fast_limits, fast_ch) if fast_limits else None,
             slow_limits=LimitChecker(slow_limits) if slow_limits else None,
             watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
@@ -167,6 +167,25 @@ class Gateway:
             slow_tracker=slow_tracker, startup_inhibit_s=cfg.decision.startup_inhibit_s,
             reset_input=cfg.reset_input, on_reset=self.reset,
         )
+
+    def _input_guard(self, fast_ch: tuple[str, ...]):
+        """Non-finite and frozen fast channels (streaming sources: a polled Modbus point
+        may sit constant), stale slow points where ``stale_after`` is set."""
+        from sensorml.edge.inputs import InputGuard
+
+        cfg, wd = self.cfg, self.cfg.watchdog
+        stale: dict[str, float] = {}
+        for i, (sc, src) in enumerate(zip(cfg.slow_sources, self.sources[1:])):
+            for ch, s in sc.stale_after.items():
+                if ch != "*" and ch not in src.channels:
+                    raise SensormlError(f"slow_sources[{i}].stale_after.{ch}: not a channel of "
+                                        f"this source ({', '.join(src.channels)})")
+                for c in (src.channels if ch == "*" else (ch,)):
+                    stale[c] = s
+        streaming = not cfg.source.url.startswith("modbus")
+        return InputGuard(fast_ch if streaming else (), frozen_after_s=wd.frozen_after_s,
+                          persist_s=wd.sensor_fault_for_s, action=wd.on_sensor_fault,
+                          stale_after=stale)
 
     # ------------------------------------------------------------- control
     def reset(self, by: str) -> dict:

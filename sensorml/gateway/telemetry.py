@@ -38,6 +38,10 @@ class GatewayMetrics:
                                           buckets=LATENCY_BUCKETS)
         self.sensor_faults = r.counter("sensorml_sensor_faults_total",
                                        "Windows not scored: non-finite features (sensor fault).")
+        self.input_faults = r.counter(
+            "sensorml_input_faults_total", "Dead inputs (non-finite, frozen, stale) by fault "
+            "and phase: onset, act (persisted: tripped or alarmed per policy), cleared.",
+            ("fault", "phase"))
         self.model_failures = r.counter("sensorml_model_failures_total", "Failed scorings.")
         self.model_refusals = r.counter("sensorml_model_refusals_total",
                                         "Bundles refused at load or reload.")

@@ -68,3 +68,50 @@ def test_check_config_prints_the_heartbeat_error_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "heartbeat.address: -1 is less than 0" in r.stderr
+
+
+def test_sensor_fault_defaults_are_the_safe_ones(tmp_path):
+    wd = cfg(tmp_path).watchdog
+    assert (wd.on_sensor_fault, wd.sensor_fault_for_s, wd.frozen_after_s) == ("trip", 2.0, 0.5)
+    assert cfg(tmp_path).slow_sources == ()
+
+
+def test_stale_after_for_every_channel_or_per_channel(tmp_path):
+    from firmware_bridge.sim.modbus_device import DEFAULT_MAP
+
+    one = {"url": "modbus-tcp://127.0.0.1:502", "map": str(DEFAULT_MAP), "stale_after": "30s"}
+    per = {**one, "stale_after": {"temperature_c": "10s", "pressure_bar": 5}}
+    c = cfg(tmp_path, slow_sources=[one, per])
+    assert c.slow_sources[0].stale_after == {"*": 30.0}
+    assert c.slow_sources[1].stale_after == {"temperature_c": 10.0, "pressure_bar": 5.0}
+
+
+@pytest.mark.parametrize(("tables", "message"), [
+    ({"watchdog": {"on_sensor_fault": "ignore"}},
+     "watchdog.on_sensor_fault: 'ignore' is not one of trip, alarm"),
+    ({"watchdog": {"sensor_fault_for": "soon"}},
+     "watchdog.sensor_fault_for: 'soon' is not a duration (e.g. 30s, 250ms, 2m)"),
+    ({"watchdog": {"frozen_after": "-1s"}}, "watchdog.frozen_after: -1.0 is less than 0.0"),
+    ({"source": {**SERIAL, "stale_after": "5s"}},
+     "source.stale_after: only for [[slow_sources]] (fast channels are checked by "
+     "watchdog.frozen_after)"),
+    ({"slow_sources": [{"url": "modbus-tcp://127.0.0.1:502", "stale_after": "0s"}]},
+     "slow_sources[0].stale_after: 0.0 is less than 0.001"),
+    ({"slow_sources": [{"url": "modbus-tcp://127.0.0.1:502", "channels": ["t"],
+                        "stale_after": {"temp": "5s"}}]},
+     "slow_sources[0].stale_after.temp: not a channel of this source (t)"),
+])
+def test_sensor_fault_mistakes_are_one_line_errors_naming_the_key(tmp_path, tables, message):
+    with pytest.raises(ConfigError) as e:
+        cfg(tmp_path, **tables)
+    assert str(e.value) == message
+
+
+def test_stale_after_names_a_point_of_the_register_map(tmp_path):
+    from firmware_bridge.sim.modbus_device import DEFAULT_MAP
+
+    src = {"url": "modbus-tcp://127.0.0.1:502", "map": str(DEFAULT_MAP),
+           "stale_after": {"temprature_c": "5s"}}
+    with pytest.raises(ConfigError, match=r"^slow_sources\[0\]\.stale_after\.temprature_c: not a "
+                                          r"channel of this source \(temperature_c, current_a"):
+        cfg(tmp_path, slow_sources=[src])
