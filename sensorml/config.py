@@ -126,6 +126,16 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LatchConfig:
+    """``[latch]``: how the stop is kept while tripped."""
+
+    #: the durable latch state (fsynced at each trip and reset)
+    path: Path
+    #: read every trip actuator back this often while latched, re-sending a lost stop
+    verify_every_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: Path
     device_id: str
@@ -143,6 +153,9 @@ class GatewayConfig:
     sync: SyncConfig
     metrics: MetricsConfig
     deploy: DeployConfig = DeployConfig()
+    latch: LatchConfig | None = None
+    #: at most one reset per this many seconds (``reset.min_interval``)
+    reset_min_interval_s: float = 10.0
 
     def feature_spec(self):
         """The :class:`~sensorml.edge.features.FeatureSpec` the windows of this gateway produce."""
@@ -316,7 +329,12 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
             raise ConfigError(str(e)) from None
     rt = root.table("reset")
     reset_input = rt.str("input", None)
+    reset_min_interval = rt.duration("min_interval", 10.0, lo=0.0)
     rt.done()
+    lt = root.table("latch")
+    latch = LatchConfig(path=lt.path_("path", str(state_dir / "latch.json")),
+                        verify_every_s=lt.duration("verify_every", 0.5, lo=0.05))
+    lt.done()
 
     bt = root.table("buffer")
     buffer = BufferConfig(
@@ -369,7 +387,8 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         path=path or base_dir / "gateway.toml", device_id=device_id, state_dir=state_dir,
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
-        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy,
+        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy, latch=latch,
+        reset_min_interval_s=reset_min_interval,
     )
     try:  # the windows and features are checked with everything else, before anything runs
         cfg.feature_spec()
