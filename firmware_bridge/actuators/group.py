@@ -44,7 +44,7 @@ def run_action(a: Actuator, action: str, reason: str) -> tuple[ActionResult, str
         if not isinstance(res, ActionResult):
             res = ActionResult(False, time.perf_counter() - t0, 0, describe(e),
                                getattr(a, "name", repr(a)))
-        return res, str(e)
+        return res, describe(e)
 
 
 class _Job:
