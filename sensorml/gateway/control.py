@@ -31,7 +31,8 @@ class ControlServer:
                 return 200, "application/json", json.dumps(gw.status(), default=str)
             if method == "POST" and path == "/reset":
                 return 200, "application/json", json.dumps(
-                    gw.reset(str(body.get("by", "sensorml reset"))))
+                    gw.reset(str(body.get("by", "sensorml reset")),
+                             force=body.get("force") is True, note=str(body.get("note", ""))))
             if method == "POST" and path == "/reload":
                 gw.request_reload()
                 return 200, "application/json", json.dumps({"ok": True})
