@@ -56,7 +56,11 @@ def test_a_reset_racing_a_trip_never_leaves_the_device_running_while_latched(ser
 
         t = threading.Thread(target=breached_limit)
         t.start()
-        r = lock.reset("operator", force=True, present=lambda: ["ax = 9 above limit 4"])
+        # on_cleared: the gateway's own work between clearing the latch and sending the
+        # resets (the decider's reset), widened to 1 ms so a racing trip lands in it in
+        # every run: the old order (clear, then reset_all) left 200 of 200 runs running
+        r = lock.reset("operator", force=True, present=lambda: ["ax = 9 above limit 4"],
+                       on_cleared=lambda: time.sleep(0.001))
         done.set()
         t.join()
         assert r["ok"], r
