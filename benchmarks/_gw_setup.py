@@ -218,7 +218,7 @@ def start_gateway(cfg: Path, name: str, work: Path, trace: bool = False,
 
 
 def control(state_dir: Path, path: str, body: dict | None = None) -> dict:
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     return call(state_dir, path, body, timeout=5.0)
 

@@ -30,6 +30,9 @@ class SourceConfig:
     channels: tuple[str, ...] = ()
     rate: float | None = None
     options: dict = field(default_factory=dict)
+    #: ``[[slow_sources]] stale_after``: channel -> seconds it must change within
+    #: (``"*"``: every channel of the source); empty: not checked (sensorml.edge.inputs)
+    stale_after: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class WatchdogConfig:
     on_gap: str = "alarm"
     on_model_failure: str = "alarm"
     model_failures: int = 3
+    #: non-finite or frozen fast samples, stale slow points (sensorml.edge.inputs):
+    #: acted on when the condition held this long
+    on_sensor_fault: str = "trip"
+    sensor_fault_for_s: float = 2.0
+    #: a fast channel repeating the exact same value this long is dead (0: not checked)
+    frozen_after_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,27 @@ class MetricsConfig:
     allow_remote: bool = False
 
 
+HEARTBEAT_KINDS = ("modbus-coil", "modbus-register", "serial")
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """``[heartbeat]``: a life sign the controller watches (sensorml.gateway.lifesigns).
+
+    ``modbus-coil`` toggles coil ``address``, ``modbus-register`` increments holding
+    register ``address`` (mod 65536) of ``device_id`` at ``url``, on a connection of its
+    own; ``serial`` writes ``HB <n>`` on the serial source's line (PROTOCOL.md §4). A beat
+    is sent every ``period_s`` only if the fast path advanced since the last one."""
+
+    kind: str
+    url: str = ""
+    address: int = 0
+    device_id: int = 1
+    period_s: float = 1.0
+    #: one write's time limit (a late device costs the heartbeat thread, never the trip)
+    timeout_s: float = 0.25
+
+
 @dataclass(frozen=True)
 class LatchConfig:
     """``[latch]``: how the stop is kept while tripped."""
@@ -156,6 +186,8 @@ class GatewayConfig:
     latch: LatchConfig | None = None
     #: at most one reset per this many seconds (``reset.min_interval``)
     reset_min_interval_s: float = 10.0
+    #: None: no heartbeat (the ``[heartbeat]`` table is absent)
+    heartbeat: HeartbeatConfig | None = None
 
     def feature_spec(self):
         """The :class:`~sensorml.edge.features.FeatureSpec` the windows of this gateway produce."""
@@ -231,8 +263,69 @@ def _source(t: Table) -> SourceConfig:
     for k in ("poll_rate", "timeout"):
         if t.has(k):
             options[k] = t.raw(k)
+    stale = _stale_after(t, options.get("map")) if t.has("stale_after") else {}
     t.done()
-    return SourceConfig(url, channels, rate, options)
+    return SourceConfig(url, channels, rate, options, stale)
+
+
+def _stale_after(t: Table, map_path: str | None) -> dict:
+    """``stale_after = "10s"`` (every channel) or ``{ temperature_c = "10s", ... }``."""
+    if not t.path.startswith("slow_sources"):
+        raise ConfigError(f"{t.key('stale_after')}: only for [[slow_sources]] (fast channels "
+                          "are checked by watchdog.frozen_after)")
+    v = t.raw("stale_after")
+    if not isinstance(v, dict):
+        return {"*": t.duration("stale_after", lo=0.001)}
+    st = Table(v, t.key("stale_after"), t.base_dir)
+    out = {ch: st.duration(ch, lo=0.001) for ch in v}
+    names = None
+    if map_path is not None:
+        from firmware_bridge.errors import BridgeError
+        from firmware_bridge.modbus.regmap import load_map
+
+        try:
+            names = [p.name for p in load_map(map_path).points]
+        except BridgeError:
+            names = None  # the map's own error is reported where the source opens it
+    channels = t.data.get("channels") or names
+    for ch in out:
+        if channels and ch not in channels:
+            raise ConfigError(f"{st.key(ch)}: not a channel of this source "
+                              f"({', '.join(channels)})")
+    return out
+
+
+def _heartbeat(t: Table, source: SourceConfig) -> HeartbeatConfig:
+    kind = t.str("kind", choices=HEARTBEAT_KINDS)
+    if kind == "serial":
+        url = t.str("url", "")
+        if url:
+            raise ConfigError(f"{t.key('url')}: a serial heartbeat goes on the serial source's "
+                              "line (source.url); leave url out")
+        if not source.url.startswith("serial:"):
+            raise ConfigError(f"{t.key('kind')}: 'serial' needs a serial:// source "
+                              f"(source.url is {source.url!r})")
+        address, device_id = 0, 1
+    else:
+        url = t.str("url")
+        if not url.startswith(("modbus-tcp://", "modbus-rtu://")):
+            raise ConfigError(f"{t.key('url')}: {url!r} is not a modbus-tcp:// or modbus-rtu:// URL")
+        from firmware_bridge.errors import ConfigError as BridgeConfigError
+        from firmware_bridge.modbus.client import parse_modbus_url
+
+        try:
+            parse_modbus_url(url)
+        except BridgeConfigError as e:
+            raise ConfigError(f"{t.key('url')}: {e}") from None
+        address = t.int("address", lo=0, hi=65535)
+        device_id = t.int("device_id", 1, lo=0, hi=247)
+    period = t.duration("period", 1.0, lo=0.05)
+    timeout = t.duration("timeout", min(0.25, period / 2), lo=0.001)
+    t.done()
+    if timeout >= period:
+        raise ConfigError(f"{t.key('timeout')}: {timeout:g} s is not shorter than "
+                          f"{t.key('period')} ({period:g} s)")
+    return HeartbeatConfig(kind, url, address, device_id, period, timeout)
 
 
 def _failsafe(t: Table, name: str, default: str) -> str:
@@ -315,6 +408,9 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         on_gap=_failsafe(wt, "on_gap", "alarm"),
         on_model_failure=_failsafe(wt, "on_model_failure", "alarm"),
         model_failures=wt.int("model_failures", 3, lo=1),
+        on_sensor_fault=_failsafe(wt, "on_sensor_fault", WatchdogConfig.on_sensor_fault),
+        sensor_fault_for_s=wt.duration("sensor_fault_for", WatchdogConfig.sensor_fault_for_s),
+        frozen_after_s=wt.duration("frozen_after", WatchdogConfig.frozen_after_s),
     )
     wt.done()
 
@@ -372,6 +468,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
     )
     dpt.done()
     check_device_id(deploy.fleet, "deploy.fleet", what="fleet name")
+    heartbeat = _heartbeat(root.table("heartbeat"), source) if root.has("heartbeat") else None
     root.done()
 
     all_channels = set(source.channels)
@@ -387,8 +484,8 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         path=path or base_dir / "gateway.toml", device_id=device_id, state_dir=state_dir,
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
-        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy, latch=latch,
-        reset_min_interval_s=reset_min_interval,
+        buffer=buffer, sync=sync, metrics=metrics, deploy=deploy, heartbeat=heartbeat,
+        latch=latch, reset_min_interval_s=reset_min_interval,
     )
     try:  # the windows and features are checked with everything else, before anything runs
         cfg.feature_spec()

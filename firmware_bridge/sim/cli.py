@@ -10,6 +10,8 @@ detached). Stdin commands, each answered by one ``ok ...`` or ``error ...`` line
     fault NAME [SEVERITY [RAMP]]   inject a fault now (e.g. "fault outer_race 1.0 10s")
     clear [NAME]                   heal one fault or all
     stop | reset                   stop the machine (coasts down) / restart it
+    freeze [DURATION | off]        Modbus registers keep replaying their values (a hung device)
+    nan [DURATION | off]           every fast sample is NaN (a dead ADC)
     status                         one line: state, speed, slow values, active faults
     quit                           exit cleanly
 """
@@ -28,6 +30,7 @@ import numpy as np
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.parsing import parse_duration
 from firmware_bridge.sim.faults import FAULT_BITS, FAULTS, parse_fault_arg
+from firmware_bridge.sim.lifesigns import HeartbeatMonitor, Spell, spell_command
 from firmware_bridge.sim.machine import PROFILES, STATUS_CODES
 from firmware_bridge.sim.replay import record
 from firmware_bridge.sources.sim import Pacer, machine_from_query
@@ -45,7 +48,13 @@ examples:
   sensorml simulate --modbus-rtu --rtu-baud 19200      (Modbus RTU on a pty)
   sensorml simulate --modbus-tcp 127.0.0.1:5020 --speed-schedule "0:2970,60s:2400/10s,2m:2970/5s"
 
-stdin commands while running: fault NAME [SEV [RAMP]] | clear [NAME] | stop | reset | status | quit
+stdin commands while running: fault NAME [SEV [RAMP]] | clear [NAME] | stop | reset |
+  freeze [DUR|off] | nan [DUR|off] | status | quit
+
+life signs: with --heartbeat-timeout S the machine stops itself (as on STOP) when the
+gateway's heartbeat (serial "HB n" lines, or Modbus coil 1 toggled / holding register 100
+incremented) has not arrived for S seconds since the last one; it is enforced from the
+first beat on, and a reset while beats are missing stops it again.
 """
 
 
@@ -99,6 +108,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--update-hz", type=float, default=10.0, help="register refresh rate (default 10)")
     g.add_argument("--speedup", type=float, default=1.0, help="run N times faster than real time (default 1)")
     g.add_argument("--duration", help="exit after this much machine time (default: run until quit)")
+    g.add_argument("--heartbeat-timeout", metavar="DURATION",
+                   help="stop the machine when the gateway's heartbeat is missing this long "
+                        "(enforced from the first beat; default: not enforced)")
     g = p.add_argument_group("recording")
     g.add_argument("--record", metavar="OUT.csv", help="write --seconds of the machine to a replayable CSV and exit")
     g.add_argument("--seconds", type=float, default=2.0, help="length of the recording (default 2)")
@@ -133,6 +145,9 @@ class Simulator:
         self._ms: deque = deque()
         self.rms = np.zeros(len(self.machine.channels))
         self.serial = self.modbus = None
+        self.heartbeat = None if not args.heartbeat_timeout else HeartbeatMonitor(
+            parse_duration(args.heartbeat_timeout, "--heartbeat-timeout"))
+        self.freeze, self.nan = Spell(), Spell()
 
     def say(self, line: str) -> None:
         with self._plock:
@@ -158,12 +173,14 @@ class Simulator:
                 m.inject(name, sev, ramp)
             elif verb == "clear":
                 m.clear_faults(words[1] if len(words) > 1 else None)
+            elif verb in ("freeze", "nan"):
+                return "ok " + spell_command(getattr(self, verb), verb, words[1:])
             elif verb == "status":
                 return "ok status " + self._status_text()
             elif verb == "quit":
                 self.quit.set()
             else:
-                raise ConfigError(f"unknown command {verb!r} (fault, clear, stop, reset, status, quit)")
+                raise ConfigError(f"unknown command {verb!r} (fault, clear, stop, reset, freeze, nan, status, quit)")
         return "ok " + " ".join(words)
 
     def _status_text(self) -> str:
@@ -171,9 +188,32 @@ class Simulator:
         slow = " ".join(f"{k}={v:.2f}" for k, v in m.slow_values().items())
         faults = ",".join(f"{k}:{v:.2f}" for k, v in m.active_faults().items()) or "none"
         rms = " ".join(f"rms_{c}={r:.4f}" for c, r in zip(m.channels, self.rms))
-        return f"{m.status} t={m.time:.2f} {slow} {rms} faults={faults}"
+        hb = "" if self.heartbeat is None else f" heartbeat={self.heartbeat.state}"
+        spells = "".join(f" {n}={'on' if s.active() else 'off'}"
+                         for n, s in (("freeze", self.freeze), ("nan", self.nan)))
+        return f"{m.status} t={m.time:.2f} {slow} {rms} faults={faults}{hb}{spells}"
 
-    def _serial_command(self, word: str) -> str:
+    def _heartbeat(self, via: str) -> None:
+        if self.heartbeat is not None and (line := self.heartbeat.beat(via)) is not None:
+            self.say(f"event {line}")
+
+    def _enforce_heartbeat(self) -> None:
+        """Stop the machine (as a STOP would) while the heartbeat is missing."""
+        hb = self.heartbeat
+        if hb is None or not hb.lost():
+            return
+        with self.lock:
+            running = not self.machine.stopped
+            if running:
+                self.machine.stop()
+        if running:
+            self.say(f"event stop by heartbeat timeout (no heartbeat for {hb.silent_for():.2f} s, "
+                     f"timeout {hb.timeout_s:g} s)")
+
+    def _serial_command(self, word: str) -> str | None:
+        if word == "HB" or word.startswith("HB "):
+            self._heartbeat("serial")
+            return None
         if word not in ("STOP", "RESET"):
             raise ConfigError(word)
         with self.lock:
@@ -231,6 +271,7 @@ class Simulator:
                 self._modbus_values, self._coil, lambda: self.machine.stopped,
                 host=host, port=int(port), map_path=a.map, update_hz=a.update_hz,
             )
+            self.modbus.on_heartbeat, self.modbus.frozen = self._heartbeat, self.freeze.active
             rtu = self.modbus.start_rtu(a.rtu_baud) if a.modbus_rtu else None
             self.modbus.start()
             self.say(f"modbus-tcp: {host}:{self.modbus.port}")
@@ -245,9 +286,12 @@ class Simulator:
         n, seq = 0, 0
         window = max(1, round(0.1 * m.rate / block))  # RMS over the last ~0.1 s
         while pacer.wait_for(n + block):
+            self._enforce_heartbeat()
             with self.lock:
                 x = m.generate(block)
                 silent = m.sensor_silent
+            if self.nan.active():
+                x = np.full_like(x, np.nan)
             if self.serial is not None and not silent:
                 self.serial.send_block(seq, int(n * 1e6 / m.rate), x)
             self._ms.append(np.mean(np.square(x, dtype=np.float64), axis=0))

@@ -15,6 +15,13 @@ coil at every refresh (so the machine reacts within ``1/update_hz`` s, like a co
 behind a PLC scan), and sets the coil to 1 itself when the machine was stopped another
 way (serial STOP, stdin), so reading the coil always tells whether the machine is stopped.
 
+Life signs: a gateway's heartbeat is a write that changes coil :data:`HEARTBEAT_COIL`
+(toggled) or holding register :data:`HEARTBEAT_REGISTER` (incremented) of the stop
+point's device; the device notices a change at its next refresh and calls
+``on_heartbeat``. While ``frozen()`` is true the registers keep the values they had (the
+same reply replayed, as from a device whose measuring task hung); the stop coil still
+works.
+
 Modbus RTU: :meth:`ModbusDevice.start_rtu` serves the same registers as RTU on a pty.
 pymodbus's serial server needs a port path to open, and so does the gateway, so two ptys
 are joined like a null-modem cable (:func:`firmware_bridge.sim.ptylink.pty_link`):
@@ -41,6 +48,9 @@ from firmware_bridge.sim.ptylink import pty_link
 #: installed wheel; :func:`device_map` reads it without needing one)
 DEFAULT_MAP = resources.files("firmware_bridge.sim") / "maps" / "sim_pump.toml"
 _MIRROR = {"input": "holding", "holding": "input"}
+#: the gateway's heartbeat: a coil it toggles, or a holding register it increments
+HEARTBEAT_COIL = 1
+HEARTBEAT_REGISTER = 100
 
 
 def device_map(path: str | Path | None = None) -> RegisterMap:
@@ -88,6 +98,9 @@ class ModbusDevice:
         for p in self.map.points:
             dev = sizes.setdefault(p.device_id, {})
             dev[p.table] = max(dev.get(p.table, 16), p.address + p.width + 1)
+        hb = sizes.setdefault(self.stop_point.device_id, {})
+        hb["coil"] = max(hb.get("coil", 16), HEARTBEAT_COIL + 1)
+        hb["holding"] = max(hb.get("holding", 16), HEARTBEAT_REGISTER + 1)
         for dev in sizes.values():
             size = max(dev.get("input", 16), dev.get("holding", 16))
             dev["input"] = dev["holding"] = size
@@ -96,6 +109,11 @@ class ModbusDevice:
         self.servers: list[ModbusTestServer] = [self.server]
         self._links = contextlib.ExitStack()
         self._coil = False
+        #: called with "modbus coil" / "modbus register" when the heartbeat changed
+        self.on_heartbeat: Callable[[str], None] = lambda via: None
+        #: while true, the registers keep their values (see the module docstring)
+        self.frozen: Callable[[], bool] = lambda: False
+        self._hb_seen: tuple | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.updates = 0
@@ -124,6 +142,13 @@ class ModbusDevice:
             self.on_stop(self._coil)
         else:
             self._coil = bool(self.is_stopped())
+        self._check_heartbeat()
+        if self.frozen():
+            for srv, coil in zip(self.servers, coils):
+                if coil != self._coil:
+                    srv.set_coils(sp.device_id, sp.address, [self._coil])
+            self.updates += 1
+            return
         vals = self.values()
         for p in self.map.points:
             if p.name in vals and not (p.is_bit or p.type == "bool"):
@@ -136,6 +161,20 @@ class ModbusDevice:
                 srv.set_registers(dev, table, 0, regs)
                 srv.set_registers(dev, _MIRROR[table], 0, regs)
         self.updates += 1
+
+    def _check_heartbeat(self) -> None:
+        dev = self.stop_point.device_id
+        seen = tuple((srv.get_coils(dev, HEARTBEAT_COIL, 1)[0],
+                      srv.get_registers(dev, "holding", HEARTBEAT_REGISTER, 1)[0])
+                     for srv in self.servers)
+        before, self._hb_seen = self._hb_seen, seen
+        if before is None or seen == before:
+            return
+        for (c0, r0), (c1, r1) in zip(before, seen):
+            if c0 != c1:
+                self.on_heartbeat("modbus coil")
+            if r0 != r1:
+                self.on_heartbeat("modbus register")
 
     def start_rtu(self, baud: int = 19200) -> str:
         """Serve the registers as Modbus RTU on a pty too; returns the gateway's end.

@@ -9,6 +9,7 @@ so a reader that connects late learns the channels) or binary frames
     STOP\\n   → the machine is stopped; the device answers ``#ack STOP`` (CSV) or a
                message frame ``ack STOP`` (frames)
     RESET\\n  → restarts it; ``#ack RESET`` / ``ack RESET``
+    HB n\\n   → the gateway's heartbeat (PROTOCOL.md §4); no answer
     other    → ``#err unknown command: X`` / message frame ``err unknown command: X``
 
 Like a UART with nobody reading, the device never blocks on a full pty buffer: when more
@@ -40,15 +41,15 @@ class SerialDevice:
     """A pty that serves sample blocks and answers STOP/RESET (see module docstring).
 
     ``on_command(word)`` is called from the device's reader thread with the upper-cased
-    command; it returns the ack text (e.g. ``"ack STOP"``) or raises ``ConfigError`` for an
-    unknown command.
+    command; it returns the ack text (e.g. ``"ack STOP"``), None for a line that gets no
+    answer (a heartbeat), or raises ``ConfigError`` for an unknown command.
     """
 
     def __init__(
         self,
         fmt: str = "frames",
         channels: tuple[str, ...] = ("ax", "ay", "az"),
-        on_command: Callable[[str], str] | None = None,
+        on_command: Callable[[str], str | None] | None = None,
         *,
         max_pending: int = 256 * 1024,
         header_every_s: float = 1.0,
@@ -155,7 +156,8 @@ class SerialDevice:
             ack = self.on_command(word)
         except ConfigError:
             ack = f"err unknown command: {line}"
-        self.send_message(ack)
+        if ack is not None:
+            self.send_message(ack)
 
     def close(self) -> None:
         self._stop.set()

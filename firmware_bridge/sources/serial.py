@@ -164,6 +164,27 @@ class SerialSource(Source):
             except (serial.SerialException, OSError) as exc:
                 raise PortError(f"serial port {self.port_name}: write failed: {exc}") from exc
 
+    def try_write(self, data: bytes) -> bool:
+        """Write ``data`` unless a command is being written right now or earlier bytes still
+        wait in the output queue: False, and nothing written, rather than wait for the port
+        (for the heartbeat, which must never make a STOP wait). Raises :class:`PortError`
+        if the port is not open or the write fails."""
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            port = self._port
+            if port is None:
+                raise PortError(f"serial port {self.port_name}: not open, cannot write")
+            try:
+                if _queued(port):
+                    return False
+                port.write(data)
+            except (serial.SerialException, OSError) as exc:
+                raise PortError(f"serial port {self.port_name}: write failed: {exc}") from exc
+        finally:
+            self._write_lock.release()
+        return True
+
     @property
     def is_open(self) -> bool:
         """True while the reader holds an open port."""
@@ -351,6 +372,14 @@ class SerialSource(Source):
             self.on_block(block)
         except Exception as exc:  # a consumer bug must not kill the reader
             self.emit_event("error", f"serial port {self.port_name}: on_block raised {exc!r}")
+
+
+def _queued(port: serial.SerialBase) -> int:
+    """Bytes still waiting in the port's output queue (0 where the transport cannot tell)."""
+    try:
+        return int(port.out_waiting or 0)
+    except (AttributeError, NotImplementedError, OSError, serial.SerialException):
+        return 0
 
 
 def _num(query: dict[str, str], key: str, default: float, url: str) -> float:

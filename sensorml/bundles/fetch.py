@@ -216,7 +216,7 @@ def _apply(cfg, store, bs: BundleStore, now: float, target, accept) -> RedeployR
 
 def notify_gateway(state_dir: Path) -> None:
     """Ask a running gateway to look now (it polls its links anyway)."""
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     if not (state_dir / "gateway.json").exists():
         return

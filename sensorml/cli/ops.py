@@ -93,7 +93,7 @@ def add_status(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     st = call(config(a.config).state_dir, "/status")
     if a.json:
@@ -134,7 +134,7 @@ def add_reset(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_reset(a: argparse.Namespace) -> int:
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     r = call(config(a.config).state_dir, "/reset",
              {"by": a.by, "force": a.force, "note": a.note})

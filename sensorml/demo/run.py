@@ -151,7 +151,7 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
     from firmware_bridge.sim.modbus_device import DEFAULT_MAP
     from sensorml.bundles.bundle import keygen
     from sensorml.config import load_config
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
     from sensorml.gateway.learn import learn
 
     tl = Timeline()

@@ -19,6 +19,7 @@ import numpy as np
 from firmware_bridge.block import Block, Quality
 from sensorml.edge.decider import Decider, Verdict
 from sensorml.edge.features import FeatureExtractor, FeatureSpec
+from sensorml.edge.inputs import InputGuard
 from sensorml.edge.interlock import Interlock
 from sensorml.edge.limits import LimitChecker
 from sensorml.edge.watchdog import TripLatch, Watchdog
@@ -68,6 +69,7 @@ class FastPath:
         startup_inhibit_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
         interlock: Interlock | None = None,
+        inputs: InputGuard | None = None,
     ) -> None:
         self.spec = spec
         self._names = spec.names()
@@ -101,6 +103,11 @@ class FastPath:
         self.startup_inhibit_s = startup_inhibit_s
         self.monotonic = monotonic  # the start-up inhibit's clock (``clock``: event times)
         self.inhibit_until = monotonic() + startup_inhibit_s
+        self.inputs = inputs  # non-finite, frozen and stale inputs (sensorml.edge.inputs)
+        #: one more at every :meth:`tick` (every turn of the gateway's loop): the life
+        #: signs (sensorml.gateway.lifesigns) go out only while it moves
+        self.progress = 0
+        self.last_progress = monotonic()
 
     def machine_restarted(self) -> None:
         """After a reset the machine runs up again: hold model trips for the inhibit time."""
@@ -119,6 +126,10 @@ class FastPath:
             self._note_breaches(block.channels, breaches)
             if breaches:
                 self._limit_breach(breaches, block)
+        if self.inputs is not None:
+            events = self.inputs.fast_block(block)
+            if events:
+                self._input_events(events)
         for w in self.windower.push(block):
             self._window(w)
 
@@ -130,6 +141,10 @@ class FastPath:
             self._note_breaches(block.channels, breaches)
             if breaches:
                 self._limit_breach(breaches, block)
+        if self.inputs is not None:
+            events = self.inputs.slow_block(block)
+            if events:
+                self._input_events(events)
         if self.reset_input and self.reset_input in block.channels:
             v = float(block.samples[-1, block.channels.index(self.reset_input)])
             if v >= 0.5 > self._reset_level and self.latch.tripped and self.on_reset:
@@ -153,13 +168,44 @@ class FastPath:
             causes.append(f"no data for {wd.silent_for():.1f} s (watchdog)")
         if self._sensor_fault:
             causes.append("sensor fault: non-finite samples")
+        if self.inputs is not None:
+            for _ in range(3):  # read from the control thread while the fast path edits it
+                try:
+                    active = list(self.inputs.active)
+                    break
+                except RuntimeError:
+                    active = []
+            causes += [f"{ch}: {fault} input" for ch, fault in active]
         return causes
 
     def tick(self) -> None:
-        """Called when no block arrived for a while: checks the watchdog."""
+        """Called at every turn of the loop: counts progress, checks the watchdog."""
+        self.progress += 1
+        self.last_progress = self.monotonic()
         ev = self.watchdog.check()
         if ev is not None:
             self._on_watchdog(ev)
+        if self.inputs is not None:
+            events = self.inputs.check()
+            if events:
+                self._input_events(events)
+
+    def _input_events(self, events) -> None:
+        """A dead input's onset, persistence (trip or alarm per policy) or clearing."""
+        now = self.monotonic()
+        for ev in events:
+            detail = ev.as_dict(now)
+            if ev.phase == "act" and ev.action == "trip":
+                self.trip("sensor", detail, t_recv=0.0)
+            self.m.input_faults.labels(fault=ev.fault, phase=ev.phase).inc()
+            if ev.phase == "act" and ev.action != "trip":
+                self.recorder.record_event("alarm", {"cause": "sensor", **detail}, priority=0)
+                log.warning("sensor fault alarm: %s %s for %.2f s", ev.channel, ev.fault,
+                            detail["for_s"])
+            elif ev.phase != "act":
+                self.recorder.record_event("sensor", detail, priority=0)
+                (log.warning if ev.phase == "onset" else log.info)(
+                    "sensor fault %s: %s %s", ev.phase, ev.channel, ev.fault)
 
     # --------------------------------------------------------------- windows
     def _window(self, w) -> None:

@@ -5,7 +5,8 @@
 - one reader thread per source (owned by the source), putting blocks on a bounded queue;
 - the fast-path thread (the caller of :meth:`Gateway.run`), which is the only one that
   windows, scores, decides and trips;
-- the recorder's writer thread (SQLite), the control/metrics HTTP thread, and the model
+- the recorder's writer thread (SQLite), the control server's two threads (a selector loop
+  for every connection, and one that runs commands: :mod:`sensorml.gateway.control`), the model
   slot's watch thread (:class:`sensorml.gateway.slot.ModelSlot`: loads and checks a new
   bundle off the fast path, then swaps it in; runs a candidate in shadow).
 """
@@ -67,6 +68,7 @@ class Gateway:
         self.fast: FastPath | None = None
         self.interlock: Interlock | None = None
         self.control = None
+        self.life = None  # sensorml.gateway.lifesigns.LifeSigns, from run()
         self.started, self._started_mono = time.time(), time.monotonic()  # stamp; uptime
         self.slot = ModelSlot(cfg.model, cfg.decision, cfg.deploy, self.spec,
                               BundleStore(cfg.state_dir / "bundles"),
@@ -221,7 +223,7 @@ class Gateway:
                     f"(fast: {', '.join(fast_ch)}; slow: {', '.join(slow_ch) or 'none'})")
         slow_tracker = SlowTracker(self.spec) if self.spec.slow_channels else None
         return FastPath(
-            self.spec, models=self.slot,
+            self.spec, models=self.slot, inputs=self._input_guard(fast_ch),
             limits=LimitChecker(fast_limits, fast_ch) if fast_limits else None,
             slow_limits=LimitChecker(slow_limits) if slow_limits else None,
             watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
@@ -229,6 +231,25 @@ class Gateway:
             slow_tracker=slow_tracker, startup_inhibit_s=cfg.decision.startup_inhibit_s,
             reset_input=cfg.reset_input, on_reset=self.reset, interlock=self.interlock,
         )
+
+    def _input_guard(self, fast_ch: tuple[str, ...]):
+        """Non-finite and frozen fast channels (streaming sources: a polled Modbus point
+        may sit constant), stale slow points where ``stale_after`` is set."""
+        from sensorml.edge.inputs import InputGuard
+
+        cfg, wd = self.cfg, self.cfg.watchdog
+        stale: dict[str, float] = {}
+        for i, (sc, src) in enumerate(zip(cfg.slow_sources, self.sources[1:])):
+            for ch, s in sc.stale_after.items():
+                if ch != "*" and ch not in src.channels:
+                    raise SensormlError(f"slow_sources[{i}].stale_after.{ch}: not a channel of "
+                                        f"this source ({', '.join(src.channels)})")
+                for c in (src.channels if ch == "*" else (ch,)):
+                    stale[c] = s
+        streaming = not cfg.source.url.startswith("modbus")
+        return InputGuard(fast_ch if streaming else (), frozen_after_s=wd.frozen_after_s,
+                          persist_s=wd.sensor_fault_for_s, action=wd.on_sensor_fault,
+                          stale_after=stale)
 
     # ------------------------------------------------------------- control
     def reset(self, by: str, *, force: bool = False, note: str = "") -> dict:
@@ -263,6 +284,9 @@ class Gateway:
             "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None
             else round(self.fast.last_trip_latency_s * 1e3, 3),
             "windows": self.fast.windows, "queue_depth": self.q.qsize(),
+            "fast_path": {"progress": self.fast.progress,
+                          "idle_s": round(time.monotonic() - self.fast.last_progress, 3)},
+            "life_signs": self.life.status() if self.life is not None else {},
             "sources": {s.url: s.stats() for s in self.sources},
             "recorder": self.recorder.stats(),
             "metrics": self.metrics.summary(),
@@ -272,13 +296,13 @@ class Gateway:
 
     # ----------------------------------------------------------------- run
     def run(self) -> None:
-        from sensorml.gateway.control import ControlServer
+        from sensorml.gateway.routes import open_control
 
         self.fast = self._build_fastpath()
         self.interlock.start()
         self.recorder.start()
         try:
-            self.control = ControlServer(self, self.cfg.metrics.host, self.cfg.metrics.port)
+            self.control = open_control(self)
             self.control.start()
         except (SensormlError, RuntimeError) as e:
             # protection does not need the control port: run on, and say so
@@ -294,6 +318,12 @@ class Gateway:
             s.start()
         self.slot.start()
         restored = self.latch.reason if self.latch.tripped else None
+        from sensorml.gateway.lifesigns import LifeSigns
+
+        fast = self.fast
+        self.life = LifeSigns(self.cfg.heartbeat, lambda: fast.progress,
+                              serial_link=self.serial_link, metrics=self.metrics
+                              ).start(status="armed")
         live = self.slot.live
         self._record_event("start", {"model": live.version if live else None,
                                      "tripped": restored})
@@ -340,6 +370,8 @@ class Gateway:
         self._stop.set()
 
     def close(self) -> None:
+        if self.life is not None:
+            self.life.close()
         if self.interlock is not None:
             self.interlock.close()
         self.slot.close()

@@ -43,6 +43,10 @@ class GatewayMetrics:
                                           buckets=LATENCY_BUCKETS)
         self.sensor_faults = r.counter("sensorml_sensor_faults_total",
                                        "Windows not scored: non-finite features (sensor fault).")
+        self.input_faults = r.counter(
+            "sensorml_input_faults_total", "Dead inputs (non-finite, frozen, stale) by fault "
+            "and phase: onset, act (persisted: tripped or alarmed per policy), cleared.",
+            ("fault", "phase"))
         self.model_failures = r.counter("sensorml_model_failures_total", "Failed scorings.")
         self.model_refusals = r.counter("sensorml_model_refusals_total",
                                         "Bundles refused at load or reload.")
@@ -51,6 +55,10 @@ class GatewayMetrics:
                                      "Blocks dropped because the fast path fell behind.")
         self.source_events = r.counter("sensorml_source_events_total",
                                        "Source outages, recoveries and errors.")
+        self.heartbeats = r.counter("sensorml_heartbeats_total",
+                                    "Heartbeats sent to the controller ([heartbeat]).")
+        self.heartbeat_failures = r.counter("sensorml_heartbeat_failures_total",
+                                            "Heartbeats that failed (device down or refusing).")
         self._model = r.gauge("sensorml_model_info", "Model running (1).",
                               ("name", "version"))
         self._model_shown: tuple[str, str] | None = None

@@ -1,7 +1,9 @@
 """What the sync job's heartbeat (``status/<device>.json``) says about the gateway.
 
-Model version running (the gateway's ``/status`` if it runs, else the newest model
-version the buffer recorded), backlog per table, the anomaly rate and feature drift of
+Whether the gateway is alive (:func:`gateway_state`: its process exists, its ``/status``
+answers within a short timeout, its fast path advanced recently), the model version
+running (the gateway's ``/status`` if it answers, else the newest model version the
+buffer recorded), backlog per table, the anomaly rate and feature drift of
 the recent windows against the bundle's training fingerprint. Reads are short and
 bounded by row id (the newest ``max_rows`` rows), so they cost the gateway nothing.
 
@@ -20,6 +22,8 @@ share of recent values outside the training [p01, p99] (about 0.02 when nothing 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,11 @@ import numpy as np
 
 from sensorml.buffer.queries import BufferQueries
 
-__all__ = ["anomaly_rate", "drift", "heartbeat_extra", "model_running", "read_fingerprint"]
+__all__ = ["anomaly_rate", "drift", "gateway_state", "heartbeat_extra", "model_running",
+           "read_fingerprint"]
+
+#: a fast path that has not turned for this long is stalled (it turns every 50 ms)
+STALLED_AFTER_S = 5.0
 
 
 def read_fingerprint(bundle: Path | None) -> tuple[str | None, dict]:
@@ -82,11 +90,68 @@ def drift(x: np.ndarray, fingerprint: dict, top: int = 5) -> dict:
                      "out": round(float(out[i]), 4)} for i in order]}
 
 
-def model_running(state_dir: Path | None, buf: BufferQueries) -> dict:
-    """The model the gateway runs: from its ``/status`` if it answers, else the buffer."""
+def _process_state(pid: int) -> str:
+    """``running``, ``stopped`` (SIGSTOP, a debugger), ``zombie`` or ``gone``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            code = f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return "running"
+    return {"T": "stopped", "t": "stopped", "Z": "zombie", "X": "gone"}.get(code, "running")
+
+
+def gateway_state(state_dir: Path | None, timeout: float = 2.0) -> tuple[dict, dict | None]:
+    """``({"state": ...}, status)``: is the gateway there and answering?
+
+    ``state`` is ``not running`` (no ``gateway.json``, or its pid is gone), ``not
+    answering`` (the process exists, ``/status`` did not answer within ``timeout``: hung,
+    stopped, or its control port is down), ``stalled`` (it answers, but its fast path has
+    not advanced for :data:`STALLED_AFTER_S`) or ``answering``; ``status`` is its
+    ``/status`` when it answered."""
+    if state_dir is None:
+        return {"state": "unknown"}, None
+    try:
+        info = json.loads((Path(state_dir) / "gateway.json").read_text())
+        pid = int(info["pid"])
+    except FileNotFoundError:
+        return {"state": "not running"}, None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {"state": "unknown", "error": f"gateway.json: {e}"}, None
+    process = _process_state(pid)
+    if process in ("gone", "zombie"):
+        return {"state": "not running", "pid": pid, "process": process}, None
+    from sensorml.gateway.client import call
+
+    t0 = time.monotonic()
+    try:
+        st = call(Path(state_dir), "/status", timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - any failure to answer is the finding
+        return {"state": "not answering", "pid": pid, "process": process,
+                "timeout_s": timeout, "error": str(e)}, None
+    idle = (st.get("fast_path") or {}).get("idle_s")
+    return {"state": "stalled" if idle is not None and idle > STALLED_AFTER_S else "answering",
+            "pid": pid, "process": process,
+            "answer_ms": round((time.monotonic() - t0) * 1e3, 1), "fast_path_idle_s": idle,
+            "tripped": st.get("tripped"), "life_signs": st.get("life_signs")}, st
+
+
+def model_running(state_dir: Path | None, buf: BufferQueries, status: dict | None = None) -> dict:
+    """The model the gateway runs: from its ``/status`` (``status``, or asked here if it
+    runs), else the buffer."""
+    if status is not None:
+        m = status.get("model") or {}
+        return {"source": "gateway", "name": m.get("name"), "version": m.get("version"),
+                "tripped": status.get("tripped"), "windows": status.get("windows"),
+                "model_error": status.get("model_error")}
     if state_dir is not None and (Path(state_dir) / "gateway.json").exists():
         try:
-            from sensorml.gateway.control import call
+            from sensorml.gateway.client import call
 
             st = call(Path(state_dir), "/status", timeout=2.0)
             m = st.get("model") or {}
@@ -107,6 +172,8 @@ def heartbeat_extra(buf: BufferQueries, *, now: float, window_s: float,
     version, fp = read_fingerprint(bundle)
     d = drift(buf.recent_features(since), fp) if fp else {"error": "no bundle fingerprint"}
     d["reference"] = version
-    return {"model": model_running(state_dir, buf),
+    gateway, status = gateway_state(state_dir)
+    return {"gateway": gateway,
+            "model": model_running(None, buf, status),
             "anomaly_rate": {"window_s": window_s, **anomaly_rate(buf, since)},
             "drift": d}

@@ -159,14 +159,14 @@ def pty_device() -> Iterator[type[FrameSensor]]:
 
 def status(state_dir: Path) -> dict:
     """The running gateway's ``/status`` (control port on 127.0.0.1)."""
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     return call(state_dir, "/status")
 
 
 def reset(state_dir: Path, by: str = "fault suite", force: bool = False) -> dict:
     """Reset the latch; ``force``: even while the trip's cause is present."""
-    from sensorml.gateway.control import call
+    from sensorml.gateway.client import call
 
     return call(state_dir, "/reset", {"by": by, "force": force})
 
