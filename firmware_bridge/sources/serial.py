@@ -27,6 +27,8 @@ reopens with exponential backoff (waiting on an Event, never spinning) and repor
 from __future__ import annotations
 
 import contextlib
+import io
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -374,12 +376,23 @@ class SerialSource(Source):
             self.emit_event("error", f"serial port {self.port_name}: on_block raised {exc!r}")
 
 
-def _queued(port: serial.SerialBase) -> int:
-    """Bytes still waiting in the port's output queue (0 where the transport cannot tell)."""
+def _queued(port: serial.SerialBase) -> bool:
+    """True if a write could wait now: the port's descriptor is not writable (a full pty
+    or UART buffer), or bytes still wait in its output queue (where the driver tells)."""
     try:
-        return int(port.out_waiting or 0)
+        fd = port.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation, serial.SerialException):
+        fd = None  # loop://, socket://: pyserial's own buffers
+    if fd is not None:
+        try:
+            if not select.select((), (fd,), (), 0)[1]:
+                return True
+        except (OSError, ValueError):
+            return True
+    try:
+        return int(port.out_waiting or 0) > 0
     except (AttributeError, NotImplementedError, OSError, serial.SerialException):
-        return 0
+        return False
 
 
 def _num(query: dict[str, str], key: str, default: float, url: str) -> float:

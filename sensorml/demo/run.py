@@ -2,7 +2,8 @@
 
  1. a signing key pair;
  2. the simulated pump as its own process: vibration on a pty (binary frames,
-    3 × 25.6 kHz), process values on Modbus TCP (127.0.0.1, a free port);
+    3 × 25.6 kHz), process values on Modbus TCP (127.0.0.1, a free port); it enforces
+    the gateway's heartbeat (stops itself when coil 1 stops changing for 3 s);
  3. a healthy baseline learnt through the gateway's own sources and features;
  4. model v1 trained, checked against scikit-learn and signed;
  5. v1 published to the cloud store (``file://<workdir>/cloud``) and named in the fleet's
@@ -105,6 +106,13 @@ kind = "modbus-coil"
 url = "modbus-tcp://{modbus}"
 address = 0
 
+# the simulated pump stops itself when this stops for 3 s (simulate --heartbeat-timeout)
+[heartbeat]
+kind = "modbus-coil"
+url = "modbus-tcp://{modbus}"
+address = 1
+period = "500ms"
+
 [buffer]
 path = "{state / 'buffer.db'}"
 
@@ -169,7 +177,8 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
 
     tl.step("2/10 starting the simulated pump (pty + Modbus TCP)")
     sim = Proc([py, "-m", "firmware_bridge.sim.cli", "--serial", "--format", "frames",
-                "--rate", "25600", "--modbus-tcp", "127.0.0.1:0", "--seed", "7"],
+                "--rate", "25600", "--modbus-tcp", "127.0.0.1:0", "--seed", "7",
+                "--heartbeat-timeout", "3s"],
                "simulator", work / "simulator.log")
     procs = [sim]
     try:
@@ -182,7 +191,8 @@ def run_demo(work: Path, *, fault: str = "outer_race", learn_s: float = 40.0,
             kind, rest = line.split(":", 1)
             ends[kind] = rest.split()[0]
         pty, modbus = ends["serial"], ends["modbus-tcp"]
-        tl.step(f"     vibration on {pty}, process values on modbus-tcp://{modbus}")
+        tl.step(f"     vibration on {pty}, process values on modbus-tcp://{modbus}; it stops "
+                "itself when the gateway's heartbeat (coil 1) stops for 3 s")
 
         secs = 10.0 if quick else learn_s
         tl.step(f"3/10 learning a healthy baseline for {secs:.0f} s")

@@ -102,7 +102,8 @@ def pump_body(url: str, bundle: Path, pub: Path, *, argv: tuple[str, ...] = ("/b
     reset = f"reset_argv = {toml_list(reset_argv)}\n" if reset_argv else ""
     return (f'[source]\nurl = "{url}"\n[model]\nbundle = "{bundle}"\n'
             f'trusted_keys = ["{pub}"]\n[[limits]]\nchannel = "ax"\nabove = 4.0\n'
-            f'[[trip]]\nkind = "command"\nargv = {toml_list(argv)}\n{reset}{extra}')
+            f'[[trip]]\nkind = "command"\nargv = {toml_list(argv)}\n{reset}'
+            f'[reset]\nmin_interval = "0s"\n{extra}')
 
 
 def start_gateway(cfg: Path, log_name: str = "gateway.log", wait: bool = True) -> Proc:

@@ -302,3 +302,26 @@ def test_csv_format_is_detected_and_a_failing_consumer_does_not_stop_the_reader(
         assert collector.blocks[-1].samples.tolist() == [[9.0, 10.0]]
     finally:
         src.stop()
+
+
+def test_try_write_skips_rather_than_waits_when_the_line_is_full(pty_device, collector, start_source):
+    """The heartbeat's write (``try_write``) must never hold the port while it blocks, or
+    a STOP would wait behind it: with the pty's buffer full it returns False at once."""
+    src = start_source(f"serial://{pty_device.path}?format=csv")
+    pty_device.write(b"1,2\n")
+    assert collector.wait(lambda c: c.n_rows() >= 1)
+    filler = os.open(pty_device.path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(BlockingIOError):
+            while True:  # the device reads nothing: fill the line's buffer
+                os.write(filler, b"x" * 4096)
+        result: list[bool] = []
+        t = threading.Thread(target=lambda: result.append(src.try_write(b"HB 1\n")), daemon=True)
+        t.start()
+        t.join(5.0)
+        assert result == [False], "try_write blocked on a full line"
+        pty_device.read_until(b"\x00", timeout=0.5)  # the device drains the line
+        assert src.try_write(b"HB 2\n") is True
+        assert pty_device.read_until(b"HB 2\n").endswith(b"HB 2\n")
+    finally:
+        os.close(filler)
