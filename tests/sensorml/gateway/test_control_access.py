@@ -44,6 +44,8 @@ above = 4.0
 kind = "command"
 argv = ["/bin/true"]
 '''
+#: a limit every sample breaches: the trip's cause never goes away
+STAYS_BREACHED = TRIPPING.replace("above = 4.0", "below = 1000.0")
 NOBODY = 65534
 
 
@@ -56,8 +58,8 @@ def home():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def tripped_gateway(home: Path, procs, extra: str = ""):
-    cfg = write_config(home, TRIPPING + extra)
+def tripped_gateway(home: Path, procs, extra: str = "", body: str = TRIPPING):
+    cfg = write_config(home, body + extra)
     gw = start_gateway(cfg)
     procs.append(gw)
     log_json(gw, lambda m: m.startswith("TRIP"), 30, "trip")
@@ -165,7 +167,7 @@ def test_a_reset_over_the_socket_records_the_real_user_and_the_note(home, procs)
 
 
 def test_a_refused_reset_prints_one_line_and_exits_1(home, procs):
-    gw = tripped_gateway(home, procs)  # the spikes go on: the cause is still present
+    gw = tripped_gateway(home, procs, body=STAYS_BREACHED)  # the cause is still present
     r = cli("reset", "--config", str(gw.cfg))
     assert r.returncode == 1 and r.stdout.startswith("reset refused: the trip's cause"), r
     assert len(r.stdout.strip().splitlines()) == 1 and not r.stderr
