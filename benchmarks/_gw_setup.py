@@ -115,6 +115,8 @@ trusted_keys = ["{bundle.pub}"]
 {decision}
 [[trip]]
 {trip}
+[reset]
+min_interval = "0s"  # the benchmark resets each round itself
 [metrics]
 port = 0
 '''

@@ -57,6 +57,8 @@ trusted_keys = ["{pub}"]
 [decision]
 k = 3
 n = 5
+[reset]
+min_interval = "0s"  # the benchmark resets each round itself
 [metrics]
 port = 0
 ''')

@@ -142,6 +142,8 @@ trusted_keys = ["{keys[1]}"]
 [[trip]]
 kind = "serial-command"
 url = "serial://{ends['serial']}"
+[reset]
+min_interval = "0s"  # the benchmark resets each round itself
 [metrics]
 port = 0
 [sync]

@@ -156,6 +156,16 @@ class HeartbeatConfig:
 
 
 @dataclass(frozen=True)
+class LatchConfig:
+    """``[latch]``: how the stop is kept while tripped."""
+
+    #: the durable latch state (fsynced at each trip and reset)
+    path: Path
+    #: read every trip actuator back this often while latched, re-sending a lost stop
+    verify_every_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: Path
     device_id: str
@@ -173,6 +183,9 @@ class GatewayConfig:
     sync: SyncConfig
     metrics: MetricsConfig
     deploy: DeployConfig = DeployConfig()
+    latch: LatchConfig | None = None
+    #: at most one reset per this many seconds (``reset.min_interval``)
+    reset_min_interval_s: float = 10.0
     #: None: no heartbeat (the ``[heartbeat]`` table is absent)
     heartbeat: HeartbeatConfig | None = None
 
@@ -412,7 +425,12 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
             raise ConfigError(str(e)) from None
     rt = root.table("reset")
     reset_input = rt.str("input", None)
+    reset_min_interval = rt.duration("min_interval", 10.0, lo=0.0)
     rt.done()
+    lt = root.table("latch")
+    latch = LatchConfig(path=lt.path_("path", str(state_dir / "latch.json")),
+                        verify_every_s=lt.duration("verify_every", 0.5, lo=0.05))
+    lt.done()
 
     bt = root.table("buffer")
     buffer = BufferConfig(
@@ -467,6 +485,7 @@ def parse_config(data: dict, base_dir: Path, path: Path | None = None) -> Gatewa
         source=source, slow_sources=slow, features=features, model=model, decision=decision,
         limits=tuple(limits), watchdog=watchdog, trip=tuple(trip), reset_input=reset_input,
         buffer=buffer, sync=sync, metrics=metrics, deploy=deploy, heartbeat=heartbeat,
+        latch=latch, reset_min_interval_s=reset_min_interval,
     )
     try:  # the windows and features are checked with everything else, before anything runs
         cfg.feature_spec()

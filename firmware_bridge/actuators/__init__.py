@@ -20,16 +20,16 @@ that failed after trying them all.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from firmware_bridge.actuators.base import ActionResult, Actuator, describe, log
+from firmware_bridge.actuators.base import ActionResult, Actuator, log
+from firmware_bridge.actuators.group import ActuatorGroup, finish, run_action
 from firmware_bridge.actuators.spec import KINDS, ActuatorSpec
 from firmware_bridge.errors import TripError
 
 __all__ = [
-    "KINDS", "ActionResult", "Actuator", "ActuatorSpec", "open_actuator",
+    "KINDS", "ActionResult", "Actuator", "ActuatorGroup", "ActuatorSpec", "open_actuator",
     "reset_all", "trip_all",
 ]
 
@@ -60,42 +60,34 @@ def open_actuator(spec: ActuatorSpec, serial_link: Any = None, *, connect: bool 
 
 
 def _fire(actuators: Sequence[Actuator], action: str, reason: str) -> list[ActionResult]:
-    """Run ``action`` on every actuator concurrently; the first runs in this thread."""
+    """Run ``action`` on every actuator: the first in this thread before any thread is
+    started (a process out of threads still sends its first stop), the others on
+    threads of their own, or in this thread after the first if none can be started."""
     acts = list(actuators)
     results: list[ActionResult | None] = [None] * len(acts)
     errors: list[str | None] = [None] * len(acts)
 
     def run(i: int) -> None:
-        a = acts[i]
-        t0 = time.perf_counter()
-        try:
-            results[i] = a.trip(reason) if action == "trip" else a.reset()
-        except Exception as e:  # noqa: BLE001 - collected, reported below
-            res = getattr(e, "result", None)
-            if not isinstance(res, ActionResult):
-                res = ActionResult(False, time.perf_counter() - t0, 0, describe(e),
-                                   getattr(a, "name", repr(a)))
-            results[i] = res
-            errors[i] = str(e)
+        results[i], errors[i] = run_action(acts[i], action, reason)
 
-    threads = [threading.Thread(target=run, args=(i,), name=f"{action}-{i}", daemon=True)
-               for i in range(1, len(acts))]
-    for t in threads:
-        t.start()
+    threads, inline = [], []
+    for i in range(1, len(acts)):
+        t = threading.Thread(target=run, args=(i,), name=f"{action}-{i}", daemon=True)
+        try:
+            t.start()
+        except RuntimeError as e:  # out of threads: run it here, after the first
+            log.error("%s %s: cannot start a thread (%s); running it after the first",
+                      action, getattr(acts[i], "name", i), e)
+            inline.append(i)
+            continue
+        threads.append(t)
     if acts:
         run(0)
+    for i in inline:
+        run(i)
     for t in threads:
         t.join()
-    failed = [e for e in errors if e is not None]
-    if failed:
-        msg = (f"{action} failed on {len(failed)} of {len(acts)} actuator"
-               f"{'' if len(acts) == 1 else 's'}: " + " || ".join(failed))
-        if len(acts) > 1:
-            log.error("%s", msg)
-        err = TripError(msg)
-        err.results = results  # type: ignore[attr-defined]
-        raise err
-    return [r for r in results if r is not None]
+    return finish(action, results, errors)
 
 
 def trip_all(actuators: Sequence[Actuator], reason: str = "") -> list[ActionResult]:

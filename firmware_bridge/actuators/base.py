@@ -77,6 +77,15 @@ class Actuator:
         """Release the stop. Raises :class:`TripError` once every attempt failed."""
         return self._act("reset", "")
 
+    def check(self) -> bool | None:
+        """While latched: does the device still hold the stop? True or False when it can
+        be read back, None when this kind cannot tell; raises when the device does not
+        answer. One attempt, no retries (the supervisor asks again next period)."""
+        with self._lock:
+            if self._closed:
+                return None
+            return self._check()
+
     def close(self) -> None:
         """Release the connection. Idempotent."""
         self._closed = True
@@ -93,6 +102,10 @@ class Actuator:
     # ------------------------------------------------------------- subclasses
     def _attempt(self, action: str, reason: str) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check(self) -> bool | None:
+        """One read-back of the stop (called with the lock held); see :meth:`check`."""
+        return None
 
     def _recover(self) -> None:
         """Called after a failed attempt: drop the connection so the next one starts clean."""

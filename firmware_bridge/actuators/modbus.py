@@ -102,6 +102,23 @@ class ModbusActuator(Actuator):
             raise TripError(f"read-back mismatch: register {addr} reads {got} after writing {words} ({value!r})")
         return f"register {addr} = {value!r} (read back)"
 
+    def _check(self) -> bool:
+        spec = self.spec
+        try:
+            self._ensure_connected()
+            c, addr, dev = self.client, spec.address, spec.device_id
+            if self._coil:
+                rb = c.read_coils(addr, count=1, device_id=dev)
+                _check(rb, f"read back coil {addr}")
+                return bool(rb.bits[0]) == bool(spec.trip_value)
+            words = self._words["trip"]
+            rb = c.read_holding_registers(addr, count=len(words), device_id=dev)
+            _check(rb, f"read back register {addr}")
+            return list(rb.registers) == words
+        except Exception:
+            self.client.close()  # the next check or trip starts on a fresh connection
+            raise
+
     def _recover(self) -> None:
         self.client.close()
 

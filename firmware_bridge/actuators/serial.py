@@ -110,6 +110,8 @@ class SerialCommandActuator(Actuator):
             except ImportError as e:  # pragma: no cover - depends on the codec package
                 raise ConfigError(f"{spec.key}.url: format=frames needs the frame codec ({e})") from None
         self.port: serial.SerialBase | None = None
+        #: the link's outage count when the device last acked STOP (None: not stopped)
+        self._acked_outages: int | None = None
         if serial_link is None and connect:
             self._open()
 
@@ -132,7 +134,9 @@ class SerialCommandActuator(Actuator):
         cmd = COMMANDS[action]
         timeout = self.spec.timeout_s
         if self.link is not None:
+            outages = self.link.stats().get("outages", 0)
             latency = self.link.send_command(cmd, timeout)
+            self._acked_outages = outages if action == "trip" else None
             return f"{cmd} acked in {latency * 1e3:.2f} ms"
         port = self.port or self._open()
         scanner = _SCANNERS[self.format](cmd)
@@ -147,6 +151,18 @@ class SerialCommandActuator(Actuator):
             if time.perf_counter() >= deadline:
                 ack = {"csv": f"#ack {cmd}", "frames": f"ack {cmd}"}.get(self.format, f"ack {cmd}")
                 raise TripError(f"no {ack!r} from {self.port_url} within {timeout * 1e3:.0f} ms")
+
+    def _check(self) -> bool | None:
+        """Through the serial source: False once the port was lost and reopened since the
+        device acked STOP (a device that rebooted forgets it was stopped); raises while
+        the port is down. Without the source's link: None (nothing to tell from)."""
+        link = self.link
+        if link is None:
+            return None
+        if not getattr(link, "is_open", True):
+            raise TripError(f"serial port {self.port_url}: port is down")
+        acked = self._acked_outages
+        return acked is not None and link.stats().get("outages", 0) == acked
 
     def _recover(self) -> None:
         if self.link is None and self.port is not None:

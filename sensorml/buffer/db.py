@@ -63,7 +63,7 @@ from sensorml.buffer.schema import TABLES, event_severity, insert_sql, rows_per_
 from sensorml.buffer.space import SpaceKeeper
 from sensorml.errors import StoreError
 
-__all__ = ["Buffer"]
+__all__ = ["Buffer", "integrity_problem", "move_aside"]
 
 
 class Buffer:
@@ -212,3 +212,36 @@ class Buffer:
         """Size, cap and eviction counters (evictions are cumulative across restarts)."""
         return {"path": str(self.path), **self.space.stats(),
                 "auto_vacuum": self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]}
+
+
+def integrity_problem(path: Path) -> str | None:
+    """``PRAGMA quick_check`` of the buffer at ``path``, read-only: None if it is sound
+    (or absent), else what is wrong, in one line. O(size): about a second per 100 MB."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                               isolation_level=None, timeout=5.0)
+    except sqlite3.Error as e:
+        return str(e)
+    try:
+        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.Error as e:
+        return str(e)
+    finally:
+        conn.close()
+    found = [str(r[0]) for r in rows]
+    return None if found == ["ok"] else "; ".join(found)[:300]
+
+
+def move_aside(path: Path, stamp: str) -> Path:
+    """Rename a damaged buffer (and its -wal/-shm) to ``<name>.corrupt-<stamp>``, kept for
+    inspection; returns the new name of the main file."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("-wal", "-shm", ""):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            src.replace(target.with_name(target.name + suffix))
+    return target

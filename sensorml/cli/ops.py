@@ -126,13 +126,18 @@ def cmd_status(a: argparse.Namespace) -> int:
 def add_reset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="gateway.toml of the running gateway")
     p.add_argument("--by", default="sensorml reset", help="who resets (recorded with the event)")
+    p.add_argument("--force", action="store_true",
+                   help="reset even while the trip's cause is still present (it trips again "
+                        "at once if the cause is real)")
+    p.add_argument("--note", default="", help="why (recorded with the reset event)")
     p.set_defaults(fn=cmd_reset)
 
 
 def cmd_reset(a: argparse.Namespace) -> int:
     from sensorml.gateway.client import call
 
-    r = call(config(a.config).state_dir, "/reset", {"by": a.by})
+    r = call(config(a.config).state_dir, "/reset",
+             {"by": a.by, "force": a.force, "note": a.note})
     print(r["detail"])
     return 0 if r["ok"] else 1
 

@@ -16,12 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
-from firmware_bridge.actuators import trip_all
 from firmware_bridge.block import Block, Quality
-from firmware_bridge.errors import TripError
 from sensorml.edge.decider import Decider, Verdict
 from sensorml.edge.features import FeatureExtractor, FeatureSpec
 from sensorml.edge.inputs import InputGuard
+from sensorml.edge.interlock import Interlock
 from sensorml.edge.limits import LimitChecker
 from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.edge.windowing import SlowTracker, Windower
@@ -69,6 +68,7 @@ class FastPath:
         clock: Callable[[], float] = time.time,
         startup_inhibit_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
+        interlock: Interlock | None = None,
         inputs: InputGuard | None = None,
     ) -> None:
         self.spec = spec
@@ -81,6 +81,11 @@ class FastPath:
         self.watchdog = watchdog
         self.latch = latch
         self.actuators = list(actuators)
+        #: trips go through it (the gateway's, with its supervisor and latch file; a bare
+        #: one when the fast path runs alone)
+        self.interlock = interlock or Interlock(latch, self.actuators)
+        #: channel -> the breach seen in the newest samples of that channel
+        self._breached: dict[str, str] = {}
         self.recorder = recorder
         self.m = metrics
         self.slow = slow_tracker
@@ -118,6 +123,7 @@ class FastPath:
                 self._on_watchdog(ev)
         if self.limits is not None:
             breaches = self.limits.check(block.samples)
+            self._note_breaches(block.channels, breaches)
             if breaches:
                 self._limit_breach(breaches, block)
         if self.inputs is not None:
@@ -132,6 +138,7 @@ class FastPath:
             self.slow.push(block)
         if self.slow_limits is not None:
             breaches = self.slow_limits.check(block.samples, block.channels)
+            self._note_breaches(block.channels, breaches)
             if breaches:
                 self._limit_breach(breaches, block)
         if self.inputs is not None:
@@ -143,6 +150,33 @@ class FastPath:
             if v >= 0.5 > self._reset_level and self.latch.tripped and self.on_reset:
                 self.on_reset(f"input {self.reset_input}")
             self._reset_level = v
+
+    def _note_breaches(self, channels, breaches) -> None:
+        br = self._breached
+        if br:
+            for c in channels:
+                br.pop(c, None)
+        for b in breaches:
+            br[b.channel] = f"{b.channel} = {float(b.value):g} {b.kind} limit {float(b.limit):g}"
+
+    def active_causes(self) -> list[str]:
+        """What would trip again right now: limits breached in the newest samples, a
+        silent or invalid sensor. (A model's verdict starts afresh after a reset.)"""
+        causes = list(self._breached.values())
+        wd = self.watchdog
+        if wd.silent_for() > wd.timeout_s:
+            causes.append(f"no data for {wd.silent_for():.1f} s (watchdog)")
+        if self._sensor_fault:
+            causes.append("sensor fault: non-finite samples")
+        if self.inputs is not None:
+            for _ in range(3):  # read from the control thread while the fast path edits it
+                try:
+                    active = list(self.inputs.active)
+                    break
+                except RuntimeError:
+                    active = []
+            causes += [f"{ch}: {fault} input" for ch, fault in active]
+        return causes
 
     def tick(self) -> None:
         """Called at every turn of the loop: counts progress, checks the watchdog."""
@@ -267,18 +301,14 @@ class FastPath:
         trip are added to its reason after the stop has gone out."""
         t = self.clock()
         reason = {"cause": cause, **detail}
-        if not self.latch.trip(reason, t):
+        out = self.interlock.trip(reason, t)
+        if out is None:
             return False
-        results, error = [], None
-        t0 = time.perf_counter()
-        try:
-            results = trip_all(self.actuators, cause)
-        except TripError as e:  # loud: logged, recorded, counted; the latch stays set
-            error = str(e)
-            results = [r for r in getattr(e, "results", []) if r is not None]
+        results, error = out.results, out.error
+        if error is not None:  # loud: logged, recorded, counted; the latch stays set
             self.m.trip_failures.inc()
-            log.error("TRIP FAILED: %s", e)
-        t1 = time.perf_counter()
+            log.error("TRIP FAILED: %s", error)
+        t0, t1 = out.t_start, out.t_done
         if features is not None:
             reason["features"] = dict(zip(self._names, features.tolist()))
         latency = (t1 - t_recv) if t_recv else None

@@ -28,6 +28,7 @@ from sensorml.buffer.recorder import Recorder
 from sensorml.bundles.staging import BundleStore, deployment_state
 from sensorml.config import GatewayConfig
 from sensorml.edge.fastpath import FastPath
+from sensorml.edge.interlock import Interlock, LatchFile, LatchFileError
 from sensorml.edge.limits import HardLimit, LimitChecker
 from sensorml.edge.watchdog import TripLatch, Watchdog
 from sensorml.edge.windowing import SlowTracker
@@ -65,6 +66,7 @@ class Gateway:
         self.serial_link = None
         self.actuators = []
         self.fast: FastPath | None = None
+        self.interlock: Interlock | None = None
         self.control = None
         self.life = None  # sensorml.gateway.lifesigns.LifeSigns, from run()
         self.started, self._started_mono = time.time(), time.monotonic()  # stamp; uptime
@@ -81,6 +83,8 @@ class Gateway:
             self.metrics.queue_drops.inc()
 
     def open(self) -> None:
+        """Start safe: the trip outputs and the latch first, and a pending stop re-sent
+        before anything that can fail (the buffer, the model, the control port)."""
         cfg = self.cfg
         src = open_source(cfg.source.url, lambda b: self._put(_FAST, b),
                           lambda e: self._put(_EVENT, e), **self._source_options(cfg.source))
@@ -91,10 +95,29 @@ class Gateway:
             self.sources.append(open_source(s.url, lambda b: self._put(_SLOW, b),
                                             lambda e: self._put(_EVENT, e),
                                             **self._source_options(s)))
+        self._open_actuators()
+        latch = cfg.latch
+        self.interlock = Interlock(
+            self.latch, self.actuators,
+            latch_file=LatchFile(latch.path) if latch is not None else None,
+            record_event=self._record_event, on_reassert=self.metrics.trip_reasserts.inc,
+            verify_every_s=latch.verify_every_s if latch is not None else 0.5,
+            min_reset_interval_s=cfg.reset_min_interval_s)
+        self._restore_latch_file()
+        if self.latch.tripped:
+            self.interlock.reassert("restart while latched")
+        self._check_buffer()
+        if not self.latch.tripped:
+            self._restore_latch()
+            if self.latch.tripped:
+                self.interlock.reassert("restart while latched (from the buffer)")
+        self.slot.load()
+
+    def _open_actuators(self) -> None:
         from firmware_bridge.actuators import open_actuator
         from firmware_bridge.errors import PortError
 
-        for spec in cfg.trip:
+        for spec in self.cfg.trip:
             link = self.serial_link if spec.kind == "serial-command" else None
             try:
                 self.actuators.append(open_actuator(spec, serial_link=link))
@@ -104,8 +127,49 @@ class Gateway:
                 log.error("trip actuator not reachable at start: %s", e)
                 self._record_event("actuator", {"error": str(e)})
                 self.actuators.append(open_actuator(spec, serial_link=link, connect=False))
-        self.slot.load()
-        self._restore_latch()
+
+    def _restore_latch_file(self) -> None:
+        """The durable latch: tripped in the file → latched now. A file that cannot be
+        trusted fails safe: latched, until a person has looked and reset."""
+        lf = self.interlock.latch_file
+        if lf is None:
+            return
+        try:
+            state = lf.read()
+        except LatchFileError as e:
+            log.error("%s: starting latched (fail safe) until a reset", e)
+            self.latch.trip({"cause": "latch file unreadable", "error": str(e),
+                             "restored": True}, time.time())
+            return
+        if not state or not state.get("tripped"):
+            return
+        reason = state.get("reason")
+        reason = dict(reason) if isinstance(reason, dict) else {"cause": str(reason)}
+        reason.update(restored=True)
+        t = state.get("tripped_at")
+        self.latch.trip(reason, float(t) if isinstance(t, int | float) else time.time())
+        log.warning("latched trip restored from %s (cause %s): the machine stays stopped "
+                    "until a reset", lf.path, reason.get("cause"))
+
+    def _check_buffer(self) -> None:
+        """A damaged buffer is moved aside (kept for inspection) and a new one started:
+        the gateway guards the machine either way, and says so in the new buffer."""
+        from sensorml.buffer.db import integrity_problem, move_aside
+
+        path = self.cfg.buffer.path
+        problem = integrity_problem(path)
+        if problem is None:
+            return
+        try:
+            moved = move_aside(path, time.strftime("%Y%m%dT%H%M%S"))
+        except OSError as e:
+            log.error("buffer %s is damaged (%s) and cannot be moved aside (%s)",
+                      path, problem, e.strerror)
+            return
+        log.error("buffer %s is damaged (%s): moved to %s, starting a new one",
+                  path, problem, moved.name)
+        self._record_event("buffer", {"error": "damaged buffer moved aside", "problem": problem,
+                                      "moved_to": str(moved)})
 
     def _restore_latch(self) -> None:
         """A trip survives a restart: if the buffer's newest trip event has no reset after
@@ -165,7 +229,7 @@ class Gateway:
             watchdog=self.watchdog, latch=self.latch, actuators=self.actuators,
             recorder=self.recorder, metrics=self.metrics,
             slow_tracker=slow_tracker, startup_inhibit_s=cfg.decision.startup_inhibit_s,
-            reset_input=cfg.reset_input, on_reset=self.reset,
+            reset_input=cfg.reset_input, on_reset=self.reset, interlock=self.interlock,
         )
 
     def _input_guard(self, fast_ch: tuple[str, ...]):
@@ -188,26 +252,25 @@ class Gateway:
                           stale_after=stale)
 
     # ------------------------------------------------------------- control
-    def reset(self, by: str) -> dict:
-        """Clear the latch and run every actuator's reset. Called from any thread."""
-        if not self.latch.reset():
-            return {"ok": True, "detail": "not tripped"}
-        model = self.slot.live
-        if model is not None:
-            model.decider.reset()  # don't re-trip on the windows that caused the trip
-        if self.fast is not None:
-            self.fast.machine_restarted()
-        from firmware_bridge.actuators import reset_all
-        from firmware_bridge.errors import BridgeError
+    def reset(self, by: str, *, force: bool = False, note: str = "") -> dict:
+        """Clear the latch and run every actuator's reset (any thread); refused while the
+        trip's cause is present unless ``force``, and rate limited (``reset.min_interval``).
+        Returns ``{"ok", "detail", "refused"}``."""
+        fast = self.fast
 
-        errors = []
-        try:
-            reset_all(self.actuators)
-        except BridgeError as e:
-            errors.append(str(e))
-        self._record_event("reset", {"by": by, "errors": errors})
-        log.warning("RESET by %s%s", by, f" errors: {errors}" if errors else "")
-        return {"ok": not errors, "detail": "; ".join(errors) or "reset"}
+        def cleared() -> None:
+            model = self.slot.live
+            if model is not None:
+                model.decider.reset()  # don't re-trip on the windows that caused the trip
+            if fast is not None:
+                fast.machine_restarted()
+
+        out = self.interlock.reset(by, force=force, note=note,
+                                   present=fast.active_causes if fast is not None else None,
+                                   on_cleared=cleared)
+        if out.get("refused"):
+            self.metrics.reset_refusals.inc()
+        return out
 
     def status(self) -> dict:
         slot = self.slot.status()
@@ -215,6 +278,8 @@ class Gateway:
             "device_id": self.cfg.device_id, "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "tripped": self.latch.tripped, "trip_reason": self.latch.reason,
+            "interlock": self.interlock.snapshot(),
+            "control": self.control is not None,
             "model": slot["model"], "model_error": slot["model_error"],
             "last_trip_latency_ms": None if self.fast.last_trip_latency_s is None
             else round(self.fast.last_trip_latency_s * 1e3, 3),
@@ -234,18 +299,25 @@ class Gateway:
         from sensorml.gateway.routes import open_control
 
         self.fast = self._build_fastpath()
+        self.interlock.start()
         self.recorder.start()
-        self.control = open_control(self)
-        self.control.start()
-        (self.cfg.state_dir / "gateway.json").write_text(json.dumps({
-            "pid": os.getpid(), "host": self.cfg.metrics.host, "port": self.control.port,
-            "device_id": self.cfg.device_id, "started": self.started}))
+        try:
+            self.control = open_control(self)
+            self.control.start()
+        except (SensormlError, RuntimeError) as e:
+            # protection does not need the control port: run on, and say so
+            self.control = None
+            log.error("%s: running WITHOUT the control port (the machine is guarded; "
+                      "status and reset are unavailable until a restart)", e)
+            self._record_event("control", {"error": str(e)})
+        if self.control is not None:
+            (self.cfg.state_dir / "gateway.json").write_text(json.dumps({
+                "pid": os.getpid(), "host": self.cfg.metrics.host, "port": self.control.port,
+                "device_id": self.cfg.device_id, "started": self.started}))
         for s in self.sources:
             s.start()
         self.slot.start()
         restored = self.latch.reason if self.latch.tripped else None
-        if restored is not None:
-            self._reassert_trip(restored)
         from sensorml.gateway.lifesigns import LifeSigns
 
         fast = self.fast
@@ -255,10 +327,13 @@ class Gateway:
         live = self.slot.live
         self._record_event("start", {"model": live.version if live else None,
                                      "tripped": restored})
-        log.info("gateway %s running: control on %s:%d", self.cfg.device_id,
-                 self.cfg.metrics.host, self.control.port)
-        print(f"gateway {self.cfg.device_id} running; metrics http://{self.cfg.metrics.host}:"
-              f"{self.control.port}/metrics", flush=True)
+        if self.control is not None:
+            log.info("gateway %s running: control on %s:%d", self.cfg.device_id,
+                     self.cfg.metrics.host, self.control.port)
+            print(f"gateway {self.cfg.device_id} running; metrics http://"
+                  f"{self.cfg.metrics.host}:{self.control.port}/metrics", flush=True)
+        else:
+            print(f"gateway {self.cfg.device_id} running without a control port", flush=True)
         tick = min(0.05, self.watchdog.timeout_s / 4)
         wd = self.watchdog
         fast, get = self.fast, self.q.get
@@ -281,18 +356,6 @@ class Gateway:
         finally:
             self.close()
 
-    def _reassert_trip(self, reason: dict) -> None:
-        """Send the stop again after a restart while tripped (the trip actions are
-        idempotent: a coil set, a register written, a command sent)."""
-        from firmware_bridge.actuators import trip_all
-        from firmware_bridge.errors import TripError
-
-        try:
-            trip_all(self.actuators, str(reason.get("cause", "restored")))
-        except TripError as e:
-            log.error("TRIP re-sent after the restart FAILED: %s", e)
-            self.metrics.trip_failures.inc()
-
     def _source_event(self, ev) -> None:
         self.metrics.source_events.inc()
         self._record_event("source", {"kind": ev.kind, "source": ev.source,
@@ -309,6 +372,8 @@ class Gateway:
     def close(self) -> None:
         if self.life is not None:
             self.life.close()
+        if self.interlock is not None:
+            self.interlock.close()
         self.slot.close()
         for s in self.sources:
             try:

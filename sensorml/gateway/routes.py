@@ -58,8 +58,10 @@ class HttpEndpoint:
         if head.path == "/reload":
             gw.request_reload()
             return json_reply(200, {"ok": True})
-        by = str(_body(body).get("by", "sensorml reset"))
-        return Job(lambda: json_reply(200, gw.reset(by)))
+        b = _body(body)
+        by = str(b.get("by", "sensorml reset"))
+        force, note = b.get("force") is True, str(b.get("note", ""))
+        return Job(lambda: json_reply(200, gw.reset(by, force=force, note=note)))
 
 
 def open_control(gw) -> ControlServer:

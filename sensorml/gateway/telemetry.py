@@ -30,6 +30,11 @@ class GatewayMetrics:
         self.trips = r.counter("sensorml_trips_total", "Trips latched.")
         self.trip_failures = r.counter("sensorml_trip_failures_total",
                                        "Trips whose actuators failed after retries.")
+        self.trip_reasserts = r.counter("sensorml_trip_reasserts_total",
+                                        "Stops sent again while latched: a device lost its "
+                                        "stop (read back, reconnected) or a trip raced a reset.")
+        self.reset_refusals = r.counter("sensorml_reset_refusals_total",
+                                        "Resets refused: cause still present or rate limit.")
         self.trip_latency = r.histogram("sensorml_trip_latency_seconds",
                                         "Sample-to-trip latency: bytes completing the window "
                                         "to trip actions done.", buckets=LATENCY_BUCKETS)

@@ -102,7 +102,8 @@ def pump_body(url: str, bundle: Path, pub: Path, *, argv: tuple[str, ...] = ("/b
     reset = f"reset_argv = {toml_list(reset_argv)}\n" if reset_argv else ""
     return (f'[source]\nurl = "{url}"\n[model]\nbundle = "{bundle}"\n'
             f'trusted_keys = ["{pub}"]\n[[limits]]\nchannel = "ax"\nabove = 4.0\n'
-            f'[[trip]]\nkind = "command"\nargv = {toml_list(argv)}\n{reset}{extra}')
+            f'[[trip]]\nkind = "command"\nargv = {toml_list(argv)}\n{reset}'
+            f'[reset]\nmin_interval = "0s"\n{extra}')
 
 
 def start_gateway(cfg: Path, log_name: str = "gateway.log", wait: bool = True) -> Proc:
@@ -163,10 +164,11 @@ def status(state_dir: Path) -> dict:
     return call(state_dir, "/status")
 
 
-def reset(state_dir: Path, by: str = "fault suite") -> dict:
+def reset(state_dir: Path, by: str = "fault suite", force: bool = False) -> dict:
+    """Reset the latch; ``force``: even while the trip's cause is present."""
     from sensorml.gateway.client import call
 
-    return call(state_dir, "/reset", {"by": by})
+    return call(state_dir, "/reset", {"by": by, "force": force})
 
 
 @pytest.fixture

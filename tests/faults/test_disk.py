@@ -43,7 +43,7 @@ def _hold(seconds: float) -> None:
 def _trip_again(fx, gw, state) -> None:
     """Reset the latched trip; the fault is still there, so it must trip again."""
     fx.log_json(gw, lambda m: m.startswith("TRIP"), 10, "trip")
-    assert fx.reset(state)["ok"]
+    assert fx.reset(state, force=True)["ok"]
     fx.log_json(gw, lambda m: m.startswith("TRIP"), 10, "trip again after the reset")
 
 

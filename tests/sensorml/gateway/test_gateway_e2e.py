@@ -230,3 +230,51 @@ n = 5
     assert r.returncode == 2
     assert r.stderr.strip().endswith("decision.k: 7 is larger than decision.n (5)")
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_reset_is_refused_while_the_limit_is_still_breached(tmp_path, procs, e2e):
+    """``sensorml reset`` as the operator types it: refused in one line (exit 1) while the
+    temperature is still over its limit; once it is back under, the reset goes out and
+    the simulated pump runs again. Before: every reset restarted the faulty pump."""
+    sim, ends = e2e.start_sim(tmp_path, "--serial", "--modbus-tcp", "127.0.0.1:0", "--rate", "8000")
+    procs.append(sim)
+    temp = float(e2e.sim_status(sim).split("temperature_c=")[1].split()[0])
+    from firmware_bridge.sim.modbus_device import DEFAULT_MAP
+
+    cfg = e2e.write_gateway_config(tmp_path, f'''
+[source]
+url = "serial://{ends['serial']}?format=frames"
+channels = ["ax", "ay", "az"]
+rate = 8000
+[[slow_sources]]
+url = "modbus-tcp://{ends['modbus-tcp']}?rate=20"
+map = "{DEFAULT_MAP}"
+[[limits]]
+channel = "temperature_c"
+above = {temp + 3.0}
+[[trip]]
+kind = "modbus-coil"
+url = "modbus-tcp://{ends['modbus-tcp']}"
+address = 0
+[reset]
+min_interval = "0s"
+''')
+    gw = e2e.start_gateway(cfg)
+    procs.append(gw)
+    sim.send("fault overheating 1.0")
+    e2e.log_msgs(gw, lambda m: m.startswith("TRIP cause=limit"), 30, "trip")
+    assert e2e.wait_sim_state(sim, ("coasting", "stopped"), 3.0)
+    r = cli("reset", "--config", str(cfg), "--by", "jsmith")
+    assert r.returncode == 1
+    (line,) = r.stdout.splitlines()
+    assert line.startswith("reset refused: the trip's cause is still present (temperature_c = ")
+    assert "sensorml reset --force" in line and not r.stderr
+    assert e2e.wait_sim_state(sim, ("coasting", "stopped"), 1.0)  # nothing was sent
+    sim.send("clear")
+    deadline = time.monotonic() + 60
+    while (r := cli("reset", "--config", str(cfg), "--by", "jsmith")).returncode != 0:
+        assert "cause is still present" in r.stdout, r.stdout  # cooling down
+        assert time.monotonic() < deadline, "the temperature never came back under its limit"
+        time.sleep(0.5)
+    assert r.stdout.strip() == "reset"
+    assert e2e.wait_sim_state(sim, ("running", "starting"), 10.0)
