@@ -7,10 +7,12 @@ the service manager can notice."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import time
+from urllib.request import urlopen
 
 import pytest
 from support.waiting import wait_until
@@ -113,6 +115,12 @@ def test_sigstop_on_the_gateway_stops_the_machine_at_the_heartbeat_timeout_and_t
         assert notify.wait_for("WATCHDOG=1", 5) is not None
         sim.expect(lambda s: s.startswith(f"event heartbeat back by {via}"), 10, "see beats again")
         assert e2e.wait_sim_state(sim, ("stopped",), 15) == "stopped"
+        info = json.loads((tmp_path / "state" / "gateway.json").read_text())
+        with urlopen(f"http://127.0.0.1:{info['port']}/metrics", timeout=5) as r:
+            metrics = dict(line.rsplit(" ", 1) for line in r.read().decode().splitlines()
+                           if line and not line.startswith("#"))
+        assert float(metrics["sensorml_heartbeats_total"]) >= 5
+        assert float(metrics["sensorml_heartbeat_failures_total"]) == 0
         gw.p.terminate()
         assert notify.wait_for("STOPPING=1", 15) is not None
         assert gw.p.wait(15) == 0
@@ -156,3 +164,35 @@ def test_a_stalled_fast_path_withholds_the_signs_and_a_moving_one_sends_them():
         assert sent.wait(5) and beats == [1]
     finally:
         p.close()
+
+
+def test_modbus_heartbeat_toggles_its_coil_and_an_outage_is_counted_and_logged_once(caplog):
+    """A real pymodbus server on 127.0.0.1 port 0 as the PLC; it goes away and comes back
+    on the same port. The beats keep their rhythm on their own connection."""
+    import itertools
+    import logging
+
+    from firmware_bridge.sim.modbus_server import ModbusTestServer
+    from sensorml.config import HeartbeatConfig
+    from sensorml.gateway.lifesigns import ModbusBeat, Pinger
+
+    caplog.set_level(logging.INFO, logger="sensorml.gateway.lifesigns")
+    with ModbusTestServer({1: {"coil": 8}}) as plc:
+        beat = ModbusBeat(HeartbeatConfig("modbus-coil", plc.url, address=3, period_s=0.05,
+                                          timeout_s=0.05))
+        p = Pinger("heartbeat", beat.target, 0.05, itertools.count().__next__, beat.send).start()
+        try:
+            seen = set()
+            wait_until(lambda: seen.add(plc.get_coils(1, 3)[0]) or seen == {True, False}, 5,
+                       "the coil to toggle")
+            plc.stop()
+            wait_until(lambda: p.failures >= 3, 10, "three failed beats")
+            sent = p.sent
+            plc.start()
+            wait_until(lambda: p.sent >= sent + 3, 10, "beats after the PLC came back")
+        finally:
+            p.close()
+            beat.close()
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len([m for m in msgs if "failing" in m]) == 1, msgs  # once per outage
+    assert len([m for m in msgs if "back after" in m]) == 1, msgs
