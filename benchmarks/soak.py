@@ -211,8 +211,10 @@ def _fault(sim, gw, cfg: Path, name: str, now: float, log) -> dict:
         rec["trip_after_s"] = None
         rec["error"] = str(e)
     sim.send("clear")
-    r = _cli("reset", "--config", str(cfg), "--by", "soak")
+    r = _cli("reset", "--config", str(cfg), "--note", "soak")
     rec["reset_ok"] = r.returncode == 0
+    if not rec["reset_ok"]:
+        rec["reset_error"] = (r.stderr or r.stdout).strip().splitlines()[-1:]
     log(f"fault {name} at {now:.0f} s: " + ("trip after "
         f"{rec['trip_after_s']} s" if rec["trip_after_s"] is not None else "NO TRIP"))
     return rec

@@ -132,6 +132,11 @@ def gateway_state(state_dir: Path | None, timeout: float = 2.0) -> tuple[dict, d
     try:
         st = call(Path(state_dir), "/status", timeout=timeout)
     except Exception as e:  # noqa: BLE001 - any failure to answer is the finding
+        # read again: a signal sent just before the call may not have been delivered
+        # when the state was first read, and the call waited ``timeout`` since
+        process = _process_state(pid)
+        if process in ("gone", "zombie"):
+            return {"state": "not running", "pid": pid, "process": process}, None
         return {"state": "not answering", "pid": pid, "process": process,
                 "timeout_s": timeout, "error": str(e)}, None
     idle = (st.get("fast_path") or {}).get("idle_s")

@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -312,9 +313,18 @@ def test_try_write_skips_rather_than_waits_when_the_line_is_full(pty_device, col
     assert collector.wait(lambda c: c.n_rows() >= 1)
     filler = os.open(pty_device.path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
     try:
-        with pytest.raises(BlockingIOError):
-            while True:  # the device reads nothing: fill the line's buffer
+        # the device reads nothing: fill the line's buffer until it stays full (the
+        # kernel moves bytes on to the master's side a moment after a write is refused,
+        # which reopens a little room, so one refusal is not yet a full line)
+        full_since, give_up = None, time.monotonic() + 10.0
+        while full_since is None or time.monotonic() - full_since < 0.3:
+            assert time.monotonic() < give_up, "the pty's buffer never filled"
+            try:
                 os.write(filler, b"x" * 4096)
+                full_since = None
+            except BlockingIOError:
+                full_since = full_since or time.monotonic()
+                time.sleep(0.02)
         result: list[bool] = []
         t = threading.Thread(target=lambda: result.append(src.try_write(b"HB 1\n")), daemon=True)
         t.start()
